@@ -1,0 +1,217 @@
+{{/*
+Chart name, truncated to the 63 characters a label value allows.
+*/}}
+{{- define "codepipeline-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: <release>-<chart>, or just <release> when the
+release name already contains the chart name. Truncated to 63 characters
+(DNS label limit).
+*/}}
+{{- define "codepipeline-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "codepipeline-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels. Only immutable identity goes here: a Deployment's selector
+cannot change after creation, so never add version or chart labels.
+*/}}
+{{- define "codepipeline-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "codepipeline-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Common labels for every resource.
+*/}}
+{{- define "codepipeline-gateway.labels" -}}
+helm.sh/chart: {{ include "codepipeline-gateway.chart" . }}
+{{ include "codepipeline-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ (.Values.image.tag | default .Chart.AppVersion) | toString | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: codepipeline-gateway
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount to use.
+*/}}
+{{- define "codepipeline-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "codepipeline-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference: repository@digest when a digest is set, else
+repository:tag with the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "codepipeline-gateway.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's configuration: the one place where values become the
+binary's settings. Rendered as ConfigMap data (env vars the binary reads)
+and hashed into the pod's checksum/config annotation.
+*/}}
+{{- define "codepipeline-gateway.config" -}}
+{{- $g := .Values.gateway -}}
+CPGW_LISTEN: {{ printf "%s:%d" $g.bindAddress (int .Values.ports.grpc) | quote }}
+CPGW_ADMIN_LISTEN: {{ printf "%s:%d" $g.bindAddress (int .Values.ports.metrics) | quote }}
+CPGW_RATE_LIMIT_RPS: {{ $g.rateLimit.rps | toString | quote }}
+CPGW_RATE_LIMIT_BURST: {{ $g.rateLimit.burst | int | toString | quote }}
+CPGW_RATE_LIMIT_QUEUE: {{ $g.rateLimit.queue | int | toString | quote }}
+CPGW_RETRY_MAX_ATTEMPTS: {{ $g.retry.maxAttempts | int | toString | quote }}
+CPGW_RETRY_BASE_DELAY: {{ $g.retry.baseDelay | quote }}
+CPGW_RETRY_MAX_DELAY: {{ $g.retry.maxDelay | quote }}
+CPGW_ATTEMPT_TIMEOUT: {{ $g.attemptTimeout | quote }}
+CPGW_DEFAULT_DEADLINE: {{ $g.defaultDeadline | quote }}
+CPGW_SHUTDOWN_GRACE: {{ $g.shutdownGrace | quote }}
+CPGW_LOG_FORMAT: {{ $g.logFormat | quote }}
+RUST_LOG: {{ $g.logLevel | quote }}
+{{- with .Values.aws.region }}
+AWS_REGION: {{ . | quote }}
+{{- end }}
+{{- with .Values.aws.endpointUrl }}
+AWS_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+gateway.shutdownGrace in whole seconds (rounded up). The schema limits the
+value to <n>ms, <n>s or <n>m so that it can be computed here.
+*/}}
+{{- define "codepipeline-gateway.shutdownGraceSeconds" -}}
+{{- $g := .Values.gateway.shutdownGrace | toString }}
+{{- if hasSuffix "ms" $g }}
+{{- div (add (trimSuffix "ms" $g | int) 999) 1000 }}
+{{- else if hasSuffix "s" $g }}
+{{- trimSuffix "s" $g | int }}
+{{- else if hasSuffix "m" $g }}
+{{- mul (trimSuffix "m" $g | int) 60 }}
+{{- else }}
+{{- fail (printf "gateway.shutdownGrace %q must be <n>ms, <n>s or <n>m" $g) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod terminationGracePeriodSeconds: the explicit value, or shutdown grace + 10s
+so the kubelet never kills the gateway while it is still draining.
+*/}}
+{{- define "codepipeline-gateway.terminationGracePeriodSeconds" -}}
+{{- $grace := include "codepipeline-gateway.shutdownGraceSeconds" . | int }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $grace 10 }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+The replica count the cluster will run at least: minReplicas under an HPA,
+replicaCount otherwise.
+*/}}
+{{- define "codepipeline-gateway.minReplicas" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- .Values.autoscaling.minReplicas | int }}
+{{- else }}
+{{- .Values.replicaCount | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+Guards against values that are each valid but contradict one another. The
+schema checks types and ranges; these check relations between keys.
+*/}}
+{{- define "codepipeline-gateway.validate" -}}
+{{- $v := .Values }}
+{{- $grace := include "codepipeline-gateway.shutdownGraceSeconds" . | int }}
+{{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
+{{- if le ($v.terminationGracePeriodSeconds | int) $grace }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than gateway.shutdownGrace (%s = %ds), or the kubelet kills the gateway while calls are still draining" ($v.terminationGracePeriodSeconds | int) $v.gateway.shutdownGrace $grace) }}
+{{- end }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+{{- if gt ($v.autoscaling.minReplicas | int) ($v.autoscaling.maxReplicas | int) }}
+{{- fail (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)" ($v.autoscaling.minReplicas | int) ($v.autoscaling.maxReplicas | int)) }}
+{{- end }}
+{{- if lt ($v.replicaCount | int) ($v.autoscaling.minReplicas | int) }}
+{{- fail (printf "replicaCount (%d) is below autoscaling.minReplicas (%d): with autoscaling enabled set replicaCount within [minReplicas, maxReplicas] or lower minReplicas" ($v.replicaCount | int) ($v.autoscaling.minReplicas | int)) }}
+{{- end }}
+{{- if gt ($v.replicaCount | int) ($v.autoscaling.maxReplicas | int) }}
+{{- fail (printf "replicaCount (%d) is above autoscaling.maxReplicas (%d)" ($v.replicaCount | int) ($v.autoscaling.maxReplicas | int)) }}
+{{- end }}
+{{- if and (kindIs "invalid" $v.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" $v.autoscaling.targetMemoryUtilizationPercentage) }}
+{{- fail "autoscaling is enabled but neither targetCPUUtilizationPercentage nor targetMemoryUtilizationPercentage is set" }}
+{{- end }}
+{{- end }}
+{{- if $v.podDisruptionBudget.enabled }}
+{{- $pdb := $v.podDisruptionBudget }}
+{{- $hasMin := not (kindIs "invalid" $pdb.minAvailable) }}
+{{- $hasMax := not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if and $hasMin $hasMax }}
+{{- fail "podDisruptionBudget: set only one of minAvailable and maxUnavailable (set the other to null)" }}
+{{- end }}
+{{- if not (or $hasMin $hasMax) }}
+{{- fail "podDisruptionBudget: set one of minAvailable or maxUnavailable" }}
+{{- end }}
+{{- $replicas := include "codepipeline-gateway.minReplicas" . | int }}
+{{- if and $hasMin (not (kindIs "string" $pdb.minAvailable)) }}
+{{- if ge ($pdb.minAvailable | int) $replicas }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the replica count (%d), or no pod can ever be evicted and node drains hang" ($pdb.minAvailable | int) $replicas) }}
+{{- end }}
+{{- end }}
+{{- if and $hasMax (not (kindIs "string" $pdb.maxUnavailable)) }}
+{{- if eq ($pdb.maxUnavailable | int) 0 }}
+{{- fail "podDisruptionBudget.maxUnavailable 0 blocks every eviction and node drains hang" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled (empty $v.networkPolicy.grpcFrom) }}
+{{- fail "networkPolicy.enabled needs networkPolicy.grpcFrom: list the namespaces/pods of your job workers, or no worker can reach the gateway" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` pod. Its name label differs from the gateway's on
+purpose: a pod matching the Deployment's selector could be adopted by its
+ReplicaSet.
+*/}}
+{{- define "codepipeline-gateway.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "codepipeline-gateway.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "codepipeline-gateway.testLabels" -}}
+helm.sh/chart: {{ include "codepipeline-gateway.chart" . }}
+{{ include "codepipeline-gateway.testSelectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+{{- end }}
