@@ -1,0 +1,604 @@
+"""What the chart must do, one test per topic."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import (
+    CHART_DIR,
+    FULLNAME,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    REPO,
+    container,
+    find,
+    notes,
+    render,
+    render_error,
+)
+
+SELECTOR = {"app.kubernetes.io/name": "codepipeline-gateway", "app.kubernetes.io/instance": "gw"}
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def config(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return find(docs, "ConfigMap")["data"]
+
+
+# --- settings: values -> args/env, in one place --------------------------------
+
+
+def test_default_settings_match_the_binary_defaults() -> None:
+    assert config(render({})) == {
+        "CPGW_LISTEN": "0.0.0.0:50051",
+        "CPGW_ADMIN_LISTEN": "0.0.0.0:9090",
+        "CPGW_RATE_LIMIT_RPS": "10",
+        "CPGW_RATE_LIMIT_BURST": "20",
+        "CPGW_RATE_LIMIT_QUEUE": "100",
+        "CPGW_RETRY_MAX_ATTEMPTS": "3",
+        "CPGW_RETRY_BASE_DELAY": "100ms",
+        "CPGW_RETRY_MAX_DELAY": "5s",
+        "CPGW_ATTEMPT_TIMEOUT": "10s",
+        "CPGW_DEFAULT_DEADLINE": "30s",
+        "CPGW_SHUTDOWN_GRACE": "20s",
+        "CPGW_LOG_FORMAT": "text",
+        "RUST_LOG": "info",
+    }
+
+
+def test_args_and_env_rendered_from_values() -> None:
+    values = {
+        "ports": {"grpc": 6000, "metrics": 6001},
+        "gateway": {
+            "bindAddress": "[::]",
+            "rateLimit": {"rps": 2.5, "burst": 7, "queue": 0},
+            "retry": {"maxAttempts": 5, "baseDelay": "250ms", "maxDelay": "2s"},
+            "attemptTimeout": "3s",
+            "defaultDeadline": "1m",
+            "shutdownGrace": "45s",
+            "logFormat": "json",
+            "logLevel": "codepipeline_gateway=debug,info",
+        },
+        "aws": {"region": "eu-west-1", "endpointUrl": "http://emulator.ci.svc:4566"},
+        "extraArgs": ["--rate-limit-rps=3"],
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "extraEnvFrom": [{"secretRef": {"name": "more"}}],
+    }
+    docs = render(values)
+    assert config(docs) == {
+        "CPGW_LISTEN": "[::]:6000",
+        "CPGW_ADMIN_LISTEN": "[::]:6001",
+        "CPGW_RATE_LIMIT_RPS": "2.5",
+        "CPGW_RATE_LIMIT_BURST": "7",
+        "CPGW_RATE_LIMIT_QUEUE": "0",
+        "CPGW_RETRY_MAX_ATTEMPTS": "5",
+        "CPGW_RETRY_BASE_DELAY": "250ms",
+        "CPGW_RETRY_MAX_DELAY": "2s",
+        "CPGW_ATTEMPT_TIMEOUT": "3s",
+        "CPGW_DEFAULT_DEADLINE": "1m",
+        "CPGW_SHUTDOWN_GRACE": "45s",
+        "CPGW_LOG_FORMAT": "json",
+        "RUST_LOG": "codepipeline_gateway=debug,info",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://emulator.ci.svc:4566",
+    }
+    c = container(docs)
+    assert c["args"] == ["serve", "--rate-limit-rps=3"]
+    assert c["envFrom"] == [{"configMapRef": {"name": FULLNAME}}, {"secretRef": {"name": "more"}}]
+    assert c["env"] == [{"name": "EXTRA", "value": "1"}]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 6000, "metrics": 6001}
+    # No AWS credential can come from values: only region and endpoint exist.
+    assert not any(k.startswith("AWS_") and "KEY" in k for k in config(docs))
+
+
+def test_aws_settings_left_unset_by_default() -> None:
+    data = config(render({}))
+    assert "AWS_REGION" not in data and "AWS_ENDPOINT_URL" not in data
+    assert "env" not in container(render({}))
+
+
+def test_config_checksum_follows_the_config() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        return find(render(values), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    default = checksum({})
+    assert re.fullmatch(r"[0-9a-f]{64}", default)
+    assert checksum({"podAnnotations": {"x": "y"}}) == default
+    assert checksum({"gateway": {"rateLimit": {"rps": 11}}}) != default
+    assert checksum({"aws": {"region": "us-east-1"}}) != default
+
+
+def test_image_tag_defaults_to_app_version() -> None:
+    chart_yaml = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert container(render({}))["image"] == f"codepipeline-gateway:{chart_yaml['appVersion']}"
+    assert container(render({"image": {"tag": "1.2.3"}}))["image"] == "codepipeline-gateway:1.2.3"
+    digest = "sha256:" + "b" * 64
+    assert container(render({"image": {"tag": "1.2.3", "digest": digest}}))["image"] == f"codepipeline-gateway@{digest}"
+
+
+def test_chart_metadata() -> None:
+    chart_yaml = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
+    assert chart_yaml["apiVersion"] == "v2"
+    assert chart_yaml["appVersion"] == cargo["package"]["version"]
+    assert chart_yaml["kubeVersion"] == f">={KUBE_VERSIONS[0]}.0-0"
+
+
+# --- probes and lifecycle ---------------------------------------------------------
+
+
+def test_probes_are_native_grpc_on_the_grpc_port() -> None:
+    c = container(render({"ports": {"grpc": 7000}}))
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["grpc"] == {"port": 7000}, "no service name: the server's overall health"
+        assert set(c[probe]) == {"grpc", "initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold"}
+    tuned = container(render({"probes": {"readiness": {"periodSeconds": 3, "failureThreshold": 1}}}))
+    assert tuned["readinessProbe"]["periodSeconds"] == 3 and tuned["readinessProbe"]["failureThreshold"] == 1
+    off = container(render({"probes": {"liveness": {"enabled": False}}}))
+    assert "livenessProbe" not in off and "readinessProbe" in off
+
+
+@pytest.mark.parametrize(
+    ("grace", "expected"),
+    [("20s", 30), ("45s", 55), ("1m", 70), ("1500ms", 12), ("0s", 10)],
+)
+def test_termination_grace_outlasts_shutdown_grace(grace: str, expected: int) -> None:
+    spec = pod_spec(render({"gateway": {"shutdownGrace": grace}}))
+    assert spec["terminationGracePeriodSeconds"] == expected
+
+
+def test_explicit_termination_grace_is_kept() -> None:
+    assert pod_spec(render({"terminationGracePeriodSeconds": 21}))["terminationGracePeriodSeconds"] == 21
+
+
+def test_rollout_keeps_capacity() -> None:
+    strategy = find(render({}), "Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_resources_have_requests() -> None:
+    resources = container(render({}))["resources"]
+    assert resources["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    assert resources["limits"] == {"memory": "256Mi"}, "memory capped, CPU not throttled"
+
+
+# --- security ---------------------------------------------------------------------
+
+
+def test_security_context_is_restricted() -> None:
+    docs = render({})
+    spec = pod_spec(docs)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(docs)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert "volumes" not in spec, "the gateway needs no writable filesystem"
+    assert spec["automountServiceAccountToken"] is False
+    assert find(docs, "ServiceAccount")["automountServiceAccountToken"] is False
+    test_pod = find(docs, "Pod")
+    assert test_pod["spec"]["automountServiceAccountToken"] is False
+    assert test_pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert test_pod["spec"]["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert test_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_irsa_annotation_on_service_account() -> None:
+    arn = "arn:aws:iam::123456789012:role/codepipeline-gateway"
+    docs = render({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}}})
+    sa = find(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": arn}
+    assert pod_spec(docs)["serviceAccountName"] == sa["metadata"]["name"] == FULLNAME
+    assert "eks.amazonaws.com/role-arn" not in notes({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}}})
+    assert "no AWS credentials" in notes({})
+
+
+def test_existing_service_account() -> None:
+    docs = render({"serviceAccount": {"create": False, "name": "shared-irsa"}})
+    assert not [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert pod_spec(docs)["serviceAccountName"] == "shared-irsa"
+
+
+# --- labels and selectors ---------------------------------------------------------
+
+
+def selectors(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every label selector the chart renders for the gateway's pods."""
+    out = []
+    for doc in docs:
+        kind, spec = doc["kind"], doc.get("spec", {})
+        if kind in ("Deployment", "PodDisruptionBudget"):
+            out.append(spec["selector"]["matchLabels"])
+        elif kind == "Service":
+            out.append(spec["selector"])
+        elif kind == "NetworkPolicy":
+            out.append(spec["podSelector"]["matchLabels"])
+        elif kind == "ServiceMonitor":
+            out.append(spec["selector"]["matchLabels"])
+    pod = pod_spec(docs)
+    for constraint in pod.get("topologySpreadConstraints", []):
+        out.append(constraint["labelSelector"]["matchLabels"])
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution", []):
+        out.append(term["labelSelector"]["matchLabels"])
+    for term in anti.get("preferredDuringSchedulingIgnoredDuringExecution", []):
+        out.append(term["podAffinityTerm"]["labelSelector"]["matchLabels"])
+    return out
+
+
+def test_selectors_never_contain_mutable_labels() -> None:
+    everything = {
+        "replicaCount": 2,
+        "commonLabels": {"team": "platform"},
+        "podLabels": {"extra": "x"},
+        "podAntiAffinity": "hard",
+        "topologySpread": {"enabled": True},
+        "service": {"headless": {"enabled": True}},
+        "podDisruptionBudget": {"enabled": True},
+        "networkPolicy": {"enabled": True, "grpcFrom": [{"podSelector": {}}]},
+        "serviceMonitor": {"enabled": True},
+    }
+    docs = render(everything)
+    found = selectors(docs)
+    assert len(found) == 9
+    assert all(s == SELECTOR for s in found), found
+    # Upgrading the image must not change any selector.
+    assert selectors(render({**everything, "image": {"tag": "9.9.9"}})) == found
+    # Pod labels carry the selector labels plus the mutable ones.
+    pod_labels = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert SELECTOR.items() <= pod_labels.items()
+    assert pod_labels["app.kubernetes.io/version"] == "0.1.0" and pod_labels["team"] == "platform"
+
+
+def test_test_pod_is_not_matched_by_the_deployment_selector() -> None:
+    labels = find(render({}), "Pod")["metadata"]["labels"]
+    assert not SELECTOR.items() <= labels.items(), "a ReplicaSet could adopt the test pod"
+
+
+def test_names_are_truncated_to_63_characters() -> None:
+    docs = render({"fullnameOverride": "x" * 63})
+    assert all(len(d["metadata"]["name"]) <= 63 + len("-test-health") for d in docs)
+    assert find(docs, "Deployment")["metadata"]["name"] == "x" * 63
+
+
+# --- services ---------------------------------------------------------------------
+
+
+def test_service_ports() -> None:
+    svc = find(render({}), "Service")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [
+        {"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP", "appProtocol": "http"},
+    ]
+
+
+def test_headless_service_for_client_side_balancing() -> None:
+    docs = render({"service": {"headless": {"enabled": True}}})
+    headless = find(docs, "Service", f"{FULLNAME}-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
+    assert headless["spec"]["ports"][0]["appProtocol"] == "grpc"
+    assert f"dns:///{FULLNAME}-headless.{NAMESPACE}.svc:50051" in notes({"service": {"headless": {"enabled": True}}})
+
+
+# --- optional features ------------------------------------------------------------
+
+
+def test_network_policy_rules() -> None:
+    workers = {"namespaceSelector": {"matchLabels": {"codepipeline-gateway/client": "true"}}}
+    docs = render({"networkPolicy": {"enabled": True, "grpcFrom": [workers]}})
+    spec = find(docs, "NetworkPolicy")["spec"]
+    assert spec["podSelector"] == {"matchLabels": SELECTOR}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    grpc_rule, metrics_rule = spec["ingress"]
+    assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    test_pod_labels = find(docs, "Pod")["metadata"]["labels"]
+    assert grpc_rule["from"][0] == workers
+    test_peer = grpc_rule["from"][1]["podSelector"]["matchLabels"]
+    assert test_peer.items() <= test_pod_labels.items(), "helm test must reach the gateway"
+    assert metrics_rule == {
+        "ports": [{"port": "metrics", "protocol": "TCP"}],
+        "from": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {},
+            }
+        ],
+    }
+    dns, https = spec["egress"]
+    assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert https == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+
+
+def test_network_policy_options() -> None:
+    docs = render(
+        {
+            "tests": {"enabled": False},
+            "networkPolicy": {
+                "enabled": True,
+                "grpcFrom": [{"podSelector": {"matchLabels": {"app": "worker"}}}],
+                "metrics": {"namespace": "observability", "podSelector": {"matchLabels": {"app": "prometheus"}}},
+                "egress": {"httpsCidrs": ["10.1.0.0/16"], "eksPodIdentityAgent": True},
+            },
+        }
+    )
+    spec = find(docs, "NetworkPolicy")["spec"]
+    assert spec["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app": "worker"}}}]
+    assert spec["ingress"][1]["from"][0] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+        "podSelector": {"matchLabels": {"app": "prometheus"}},
+    }
+    assert spec["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]
+    assert spec["egress"][2] == {
+        "to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}, {"ipBlock": {"cidr": "fd00:ec2::23/128"}}],
+        "ports": [{"port": 80, "protocol": "TCP"}],
+    }
+
+
+def test_autoscaling() -> None:
+    docs = render({"replicaCount": 2, "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 75}})
+    assert "replicas" not in find(docs, "Deployment")["spec"], "the HPA owns the replica count"
+    hpa = find(docs, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert [(m["resource"]["name"], m["resource"]["target"]["averageUtilization"]) for m in hpa["metrics"]] == [
+        ("cpu", 70),
+        ("memory", 75),
+    ]
+
+
+def test_pod_disruption_budget() -> None:
+    pdb = find(render({"replicaCount": 3, "podDisruptionBudget": {"enabled": True, "minAvailable": 2}}), "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 2, "selector": {"matchLabels": SELECTOR}}
+    pdb = find(
+        render({"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": None, "maxUnavailable": 1}}),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+
+
+def test_service_monitor_scrapes_the_metrics_port() -> None:
+    docs = render({"service": {"headless": {"enabled": True}}, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
+    sm = find(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert sm["metadata"]["namespace"] == NAMESPACE
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert sm["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    # It selects the main Service, not the headless one (which has no metrics port).
+    expr = sm["spec"]["selector"]["matchExpressions"]
+    main, headless = find(docs, "Service", FULLNAME), find(docs, "Service", f"{FULLNAME}-headless")
+    assert expr == [{"key": "codepipeline-gateway/headless", "operator": "DoesNotExist"}]
+    assert expr[0]["key"] not in main["metadata"]["labels"] and expr[0]["key"] in headless["metadata"]["labels"]
+    assert find(render({"serviceMonitor": {"enabled": True, "namespace": "monitoring"}}), "ServiceMonitor")["metadata"][
+        "namespace"
+    ] == "monitoring"
+
+
+def test_spread_and_anti_affinity() -> None:
+    spec = pod_spec(render({"replicaCount": 3, "topologySpread": {"enabled": True}, "podAntiAffinity": "hard"}))
+    assert [(c["topologyKey"], c["whenUnsatisfiable"]) for c in spec["topologySpreadConstraints"]] == [
+        ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+        ("kubernetes.io/hostname", "ScheduleAnyway"),
+    ]
+    assert spec["topologySpreadConstraints"][0]["matchLabelKeys"] == ["pod-template-hash"]
+    assert spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == (
+        "kubernetes.io/hostname"
+    )
+    raw = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    assert pod_spec(render({"podAntiAffinity": "soft", "affinity": raw}))["affinity"] == raw
+    assert "affinity" not in pod_spec(render({})) and "topologySpreadConstraints" not in pod_spec(render({}))
+
+
+def test_production_overlay_is_highly_available() -> None:
+    from conftest import load_values_file
+
+    docs = render(load_values_file("values-production.yaml"))
+    hpa = find(docs, "HorizontalPodAutoscaler")["spec"]
+    pdb = find(docs, "PodDisruptionBudget")["spec"]
+    assert hpa["minReplicas"] >= 3
+    assert 0 < pdb["minAvailable"] < hpa["minReplicas"]
+    spec = pod_spec(docs)
+    assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in spec["affinity"]["podAntiAffinity"]
+    assert find(docs, "Service", f"{FULLNAME}-headless")
+    assert config(docs)["CPGW_LOG_FORMAT"] == "json"
+
+
+# --- helm test hook and NOTES -----------------------------------------------------
+
+
+def test_helm_test_hook_checks_grpc_health() -> None:
+    pod = find(render({"ports": {"grpc": 6000}}), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    c = pod["spec"]["containers"][0]
+    repository, tag = c["image"].rsplit(":", 1)
+    assert repository == "ghcr.io/grpc-ecosystem/grpc-health-probe"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", tag), "the probe image is pinned"
+    assert c["command"] == ["/ko-app/grpc-health-probe"]
+    assert f"-addr={FULLNAME}.{NAMESPACE}.svc:6000" in c["args"]
+    assert not [d for d in render({"tests": {"enabled": False}}) if d["kind"] == "Pod"]
+
+
+def test_notes_print_address_and_health_check() -> None:
+    text = notes({})
+    address = f"{FULLNAME}.{NAMESPACE}.svc:50051"
+    assert f"  {address}\n" in text
+    assert f"-plaintext {address} grpc.health.v1.Health/Check" in text
+    assert "--image=fullstorydev/grpcurl:v1.9.3" in text
+
+
+# --- values.schema.json -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": "3"}, "at '/replicaCount': got string, want integer"),
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"gateway": {"rateLimit": {"rps": 0}}}, "at '/gateway/rateLimit/rps': exclusiveMinimum"),
+        ({"gateway": {"rateLimit": {"burst": 0}}}, "at '/gateway/rateLimit/burst': minimum"),
+        ({"gateway": {"logFormat": "xml"}}, "value must be one of 'text', 'json'"),
+        ({"gateway": {"retry": {"baseDelay": "5 seconds"}}}, "at '/gateway/retry/baseDelay'"),
+        ({"gateway": {"shutdownGrace": "1h"}}, "at '/gateway/shutdownGrace'"),
+        ({"gateway": {"bogus": 1}}, "additional properties 'bogus' not allowed"),
+        ({"ports": {"grpc": 70000}}, "at '/ports/grpc': maximum"),
+        ({"replicaCount": 0}, "at '/replicaCount': minimum"),
+        ({"autoscaling": {"targetCPUUtilizationPercentage": 150}}, "at '/autoscaling/targetCPUUtilizationPercentage'"),
+        ({"podAntiAffinity": "always"}, "at '/podAntiAffinity'"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
+        ({"aws": {"region": "Europe"}}, "at '/aws/region'"),
+        ({"aws": {"accessKeyId": "AKIA..."}}, "additional properties 'accessKeyId' not allowed"),
+        ({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": 1}}}, "got number, want string"),
+        ({"podDisruptionBudget": {"minAvailable": "half"}}, "at '/podDisruptionBudget/minAvailable'"),
+        ({"networkPolicy": {"egress": {"httpsCidrs": ["everywhere"]}}}, "at '/networkPolicy/egress/httpsCidrs/0'"),
+        ({"serviceMonitor": {"interval": "often"}}, "at '/serviceMonitor/interval'"),
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
+    error = render_error(values)
+    assert "values don't meet the specifications of the schema" in error
+    assert message in error, error
+
+
+# --- fail guards ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"autoscaling": {"enabled": True}},
+            "replicaCount (1) is below autoscaling.minReplicas (2)",
+        ),
+        (
+            {"replicaCount": 9, "autoscaling": {"enabled": True}},
+            "replicaCount (9) is above autoscaling.maxReplicas (6)",
+        ),
+        (
+            {"replicaCount": 5, "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}},
+            "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (3)",
+        ),
+        (
+            {"replicaCount": 2, "autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}},
+            "neither targetCPUUtilizationPercentage nor targetMemoryUtilizationPercentage",
+        ),
+        (
+            {"podDisruptionBudget": {"enabled": True}},
+            "podDisruptionBudget.minAvailable (1) must be below the replica count (1)",
+        ),
+        (
+            {"replicaCount": 3, "podDisruptionBudget": {"enabled": True, "minAvailable": 3}},
+            "podDisruptionBudget.minAvailable (3) must be below the replica count (3)",
+        ),
+        (
+            {"replicaCount": 2, "autoscaling": {"enabled": True}, "podDisruptionBudget": {"enabled": True, "minAvailable": 2}},
+            "podDisruptionBudget.minAvailable (2) must be below the replica count (2)",
+        ),
+        (
+            {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}},
+            "set only one of minAvailable and maxUnavailable",
+        ),
+        (
+            {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": None, "maxUnavailable": 0}},
+            "maxUnavailable 0 blocks every eviction",
+        ),
+        (
+            {"terminationGracePeriodSeconds": 20},
+            "terminationGracePeriodSeconds (20) must be longer than gateway.shutdownGrace (20s = 20s)",
+        ),
+        (
+            {"gateway": {"shutdownGrace": "1m"}, "terminationGracePeriodSeconds": 45},
+            "terminationGracePeriodSeconds (45) must be longer than gateway.shutdownGrace (1m = 60s)",
+        ),
+        (
+            {"networkPolicy": {"enabled": True}},
+            "networkPolicy.enabled needs networkPolicy.grpcFrom",
+        ),
+    ],
+)
+def test_fail_guards(values: dict[str, Any], message: str) -> None:
+    error = render_error(values)
+    assert "execution error" in error
+    assert message in error, error
+
+
+# --- documentation ----------------------------------------------------------------
+
+FREE_FORM = {"strategy", "podSecurityContext", "securityContext", "resources", "namespaceSelector", "podSelector"}
+
+
+def value_keys() -> list[tuple[str, bool]]:
+    """(dotted key path, has a comment directly above) for values.yaml."""
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    out: list[tuple[str, bool]] = []
+    stack: list[tuple[int, str]] = []
+    previous = ""
+    for line in lines:
+        match = re.match(r"^(\s*)([A-Za-z][\w.-]*):", line)
+        if match and not line.lstrip().startswith("#"):
+            indent = len(match.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            parents = [name for _, name in stack]
+            stack.append((indent, match.group(2)))
+            if not set(parents) & FREE_FORM:
+                out.append((".".join(parents + [match.group(2)]), previous.lstrip().startswith("#")))
+        if line.strip():
+            previous = line
+    return out
+
+
+def test_every_value_has_a_comment() -> None:
+    keys = value_keys()
+    assert len(keys) > 80
+    assert [key for key, commented in keys if not commented] == []
+
+
+def test_readme_documents_every_leaf_value() -> None:
+    readme = (CHART_DIR / "README.md").read_text()
+    paths = [key for key, _ in value_keys()]
+    leaves = [p for p in paths if not any(other.startswith(p + ".") for other in paths)]
+    missing = [p for p in leaves if f"`{p}`" not in readme]
+    assert missing == []
+
+
+def test_readme_iam_policy_grants_exactly_the_job_worker_actions() -> None:
+    import json
+
+    readme = (CHART_DIR / "README.md").read_text()
+    block = re.search(r"```json\n(.*?)```", readme, re.S)
+    assert block, "the README carries an example IAM policy"
+    policy = json.loads(block.group(1))
+    actions = sorted(a for s in policy["Statement"] for a in s["Action"])
+    assert actions == sorted(
+        f"codepipeline:{a}"
+        for a in (
+            "AcknowledgeJob",
+            "AcknowledgeThirdPartyJob",
+            "GetJobDetails",
+            "GetThirdPartyJobDetails",
+            "PollForJobs",
+            "PollForThirdPartyJobs",
+            "PutJobFailureResult",
+            "PutJobSuccessResult",
+            "PutThirdPartyJobFailureResult",
+            "PutThirdPartyJobSuccessResult",
+        )
+    )
+    assert all(s["Effect"] == "Allow" and s["Resource"] == "*" for s in policy["Statement"])
