@@ -453,6 +453,7 @@ def test_notes_print_address_and_health_check() -> None:
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
         ({"gateway": {"rateLimit": {"rps": 0}}}, "at '/gateway/rateLimit/rps': exclusiveMinimum"),
         ({"gateway": {"rateLimit": {"burst": 0}}}, "at '/gateway/rateLimit/burst': minimum"),
+        ({"gateway": {"rateLimit": {"rps": 20000}}}, "at '/gateway/rateLimit/rps': maximum"),
         ({"gateway": {"logFormat": "xml"}}, "value must be one of 'text', 'json'"),
         ({"gateway": {"retry": {"baseDelay": "5 seconds"}}}, "at '/gateway/retry/baseDelay'"),
         ({"gateway": {"shutdownGrace": "1h"}}, "at '/gateway/shutdownGrace'"),
