@@ -1,0 +1,23 @@
+//! Compiles the gateway's protos with protox (a pure-Rust protobuf compiler),
+//! so building needs no system `protoc`. The encoded descriptor set is also
+//! written out for the reflection service.
+
+use std::{env, fs, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["codepipeline_gateway/v1/job_worker.proto"];
+    println!("cargo:rerun-if-changed=proto");
+
+    let descriptors = protox::compile(protos, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("codepipeline_gateway_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
