@@ -1,0 +1,379 @@
+//! The innermost service of the forwarding stack: one attempt at one
+//! CodePipeline call through the real `aws-sdk-codepipeline`, and the single
+//! function that classifies what the SDK answered.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use aws_config::{AppName, BehaviorVersion, Region};
+use aws_credential_types::{Credentials, provider::error::CredentialsError};
+use aws_sdk_codepipeline::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    operation::RequestId,
+    types,
+};
+use aws_smithy_types::{DateTime, retry::RetryConfig};
+use tokio::time::Instant;
+
+use crate::{
+    call::{AwsErrorDetails, AwsRequest, Call, CallError, CallSuccess, ErrorKind},
+    proto::v1,
+};
+
+/// The SDK's own retries are switched off: the gateway's retry layer is the
+/// only owner of retries, so attempts never multiply.
+fn sdk_config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .app_name(AppName::new("codepipeline-gateway").expect("valid app name"))
+}
+
+/// A client for real AWS: region, credentials and endpoint come from the
+/// standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, IRSA, Pod Identity, ...).
+pub async fn client_from_environment() -> Result<Client, String> {
+    let config = sdk_config_loader().load().await;
+    if config.region().is_none() {
+        return Err(
+            "no AWS region is configured: set AWS_REGION (or a profile with a region)".into(),
+        );
+    }
+    Ok(Client::new(&config))
+}
+
+/// A client for a CodePipeline emulator: the same SDK path (SigV4 signing,
+/// AWS JSON 1.1 over HTTP), with static credentials and an explicit endpoint.
+pub async fn client_for_endpoint(
+    endpoint_url: &str,
+    region: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+) -> Client {
+    let credentials = Credentials::new(access_key_id, secret_access_key, None, None, "static");
+    let config = sdk_config_loader()
+        .endpoint_url(endpoint_url)
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// Sends one attempt of a [`Call`] to CodePipeline. An attempt never outlives
+/// the caller's deadline nor the gateway's attempt timeout.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client,
+    attempt_timeout: Duration,
+}
+
+impl Forwarder {
+    pub fn new(client: Client, attempt_timeout: Duration) -> Self {
+        Forwarder {
+            client,
+            attempt_timeout,
+        }
+    }
+
+    async fn attempt(self, call: Call) -> Result<CallSuccess, CallError> {
+        let now = Instant::now();
+        if call.deadline <= now {
+            return Err(CallError::deadline_exceeded(0));
+        }
+        let by_attempt_timeout = now + self.attempt_timeout;
+        let limit = by_attempt_timeout.min(call.deadline);
+        let sent = send(&self.client, &call.request);
+        match tokio::time::timeout_at(limit, sent).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                let mut error = if limit == call.deadline {
+                    CallError::deadline_exceeded(0)
+                } else {
+                    CallError::new(
+                        ErrorKind::AttemptTimedOut,
+                        format!(
+                            "CodePipeline did not answer within the attempt timeout ({})",
+                            humantime::format_duration(self.attempt_timeout)
+                        ),
+                    )
+                };
+                // The request may have reached AWS and been applied.
+                error.outcome_unknown = true;
+                Err(error)
+            }
+        }
+    }
+}
+
+impl tower::Service<Call> for Forwarder {
+    type Response = CallSuccess;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<CallSuccess, CallError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        Box::pin(self.clone().attempt(call))
+    }
+}
+
+async fn send(client: &Client, request: &AwsRequest) -> Result<CallSuccess, CallError> {
+    match request {
+        AwsRequest::PutJobSuccessResult(r) => {
+            let output = client
+                .put_job_success_result()
+                .job_id(&r.job_id)
+                .set_current_revision(r.current_revision.as_ref().map(current_revision))
+                .set_continuation_token(non_empty(&r.continuation_token))
+                .set_execution_details(r.execution_details.as_ref().map(execution_details))
+                .set_output_variables(
+                    (!r.output_variables.is_empty()).then(|| r.output_variables.clone()),
+                )
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(success(output.request_id()))
+        }
+        AwsRequest::PutThirdPartyJobSuccessResult(r) => {
+            let output = client
+                .put_third_party_job_success_result()
+                .job_id(&r.job_id)
+                .client_token(&r.client_token)
+                .set_current_revision(r.current_revision.as_ref().map(current_revision))
+                .set_continuation_token(non_empty(&r.continuation_token))
+                .set_execution_details(r.execution_details.as_ref().map(execution_details))
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(success(output.request_id()))
+        }
+    }
+}
+
+fn success(request_id: Option<&str>) -> CallSuccess {
+    CallSuccess {
+        aws_request_id: request_id.map(str::to_owned),
+        attempts: 1,
+    }
+}
+
+/// An empty string means "not set" and is not sent.
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn current_revision(revision: &v1::CurrentRevision) -> types::CurrentRevision {
+    types::CurrentRevision::builder()
+        .revision(&revision.revision)
+        .change_identifier(&revision.change_identifier)
+        .set_created(
+            revision
+                .created
+                .as_ref()
+                .map(|t| DateTime::from_secs_and_nanos(t.seconds, t.nanos as u32)),
+        )
+        .set_revision_summary(non_empty(&revision.revision_summary))
+        .build()
+        // Validation guarantees both required members are present.
+        .expect("validated revision has its required members")
+}
+
+fn execution_details(details: &v1::ExecutionDetails) -> types::ExecutionDetails {
+    types::ExecutionDetails::builder()
+        .set_summary(non_empty(&details.summary))
+        .set_external_execution_id(non_empty(&details.external_execution_id))
+        .set_percent_complete(details.percent_complete)
+        .build()
+}
+
+/// AWS error codes that mean the gateway's own identity is the problem.
+const MISCONFIGURATION_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationTokenException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+    "ExpiredToken",
+];
+
+/// AWS error codes for throttling (CodePipeline uses `ThrottlingException`;
+/// the others are the SDK-wide spellings).
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+];
+
+/// Maps an AWS error code and HTTP status to the gateway's error kinds.
+/// Pure, so it is unit-tested below without any network.
+pub fn kind_of(code: Option<&str>, http_status: Option<u16>) -> ErrorKind {
+    match code {
+        Some("ValidationException") => ErrorKind::Validation,
+        Some("OutputVariablesSizeExceededException") => ErrorKind::OutputVariablesSizeExceeded,
+        Some("JobNotFoundException") => ErrorKind::JobNotFound,
+        Some("InvalidJobStateException") => ErrorKind::InvalidJobState,
+        Some("InvalidClientTokenException") => ErrorKind::InvalidClientToken,
+        Some(c) if THROTTLING_CODES.contains(&c) => ErrorKind::Throttled,
+        Some(c) if MISCONFIGURATION_CODES.contains(&c) => ErrorKind::Misconfigured,
+        _ => match http_status {
+            Some(429) => ErrorKind::Throttled,
+            Some(500..=599) => ErrorKind::ServerError,
+            Some(401 | 403) => ErrorKind::Misconfigured,
+            _ => ErrorKind::Unexpected,
+        },
+    }
+}
+
+/// Classifies one SDK failure. Used for every operation.
+fn classify<E>(error: SdkError<E, aws_smithy_runtime_api::http::Response>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let request_id = error.request_id().map(str::to_owned);
+    match &error {
+        SdkError::ServiceError(service) => {
+            let http_status = service.raw().status().as_u16();
+            let code = error.code().map(str::to_owned);
+            let kind = kind_of(code.as_deref(), Some(http_status));
+            let mut call_error = CallError::new(kind, "CodePipeline refused the request");
+            call_error.aws = Some(Box::new(AwsErrorDetails {
+                code,
+                message: error.message().map(str::to_owned),
+                request_id,
+                http_status: Some(http_status),
+            }));
+            call_error
+        }
+        SdkError::ConstructionFailure(_) => CallError::new(
+            ErrorKind::Misconfigured,
+            format!(
+                "the AWS request could not be built: {}",
+                error_chain(&error)
+            ),
+        ),
+        SdkError::DispatchFailure(_) if has_credentials_error(&error) => CallError::new(
+            ErrorKind::Misconfigured,
+            format!(
+                "the gateway has no usable AWS credentials: {}",
+                error_chain(&error)
+            ),
+        ),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            let mut call_error = CallError::new(
+                ErrorKind::Transport,
+                format!(
+                    "no usable answer from CodePipeline: {}",
+                    error_chain(&error)
+                ),
+            );
+            // The request may have been sent, and so may have been applied.
+            call_error.outcome_unknown = true;
+            call_error
+        }
+        _ => CallError::new(ErrorKind::Unexpected, error_chain(&error)),
+    }
+}
+
+fn has_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The error and its sources on one line, for logs and INTERNAL details.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_codes_map_to_kinds() {
+        let cases = [
+            ("ValidationException", 400, ErrorKind::Validation),
+            (
+                "OutputVariablesSizeExceededException",
+                400,
+                ErrorKind::OutputVariablesSizeExceeded,
+            ),
+            ("JobNotFoundException", 400, ErrorKind::JobNotFound),
+            ("InvalidJobStateException", 400, ErrorKind::InvalidJobState),
+            (
+                "InvalidClientTokenException",
+                400,
+                ErrorKind::InvalidClientToken,
+            ),
+            ("ThrottlingException", 400, ErrorKind::Throttled),
+            ("AccessDeniedException", 400, ErrorKind::Misconfigured),
+            ("UnrecognizedClientException", 403, ErrorKind::Misconfigured),
+            ("InvalidSignatureException", 403, ErrorKind::Misconfigured),
+            ("InternalFailure", 500, ErrorKind::ServerError),
+            ("ServiceUnavailableException", 503, ErrorKind::ServerError),
+            ("SomethingNew", 400, ErrorKind::Unexpected),
+        ];
+        for (code, status, kind) in cases {
+            assert_eq!(kind_of(Some(code), Some(status)), kind, "{code}");
+        }
+        assert_eq!(kind_of(None, Some(429)), ErrorKind::Throttled);
+        assert_eq!(kind_of(None, Some(502)), ErrorKind::ServerError);
+    }
+
+    #[test]
+    fn only_throttling_server_and_transport_errors_are_transient() {
+        let transient: Vec<ErrorKind> = [
+            ErrorKind::Validation,
+            ErrorKind::OutputVariablesSizeExceeded,
+            ErrorKind::JobNotFound,
+            ErrorKind::InvalidJobState,
+            ErrorKind::InvalidClientToken,
+            ErrorKind::Throttled,
+            ErrorKind::ServerError,
+            ErrorKind::Transport,
+            ErrorKind::AttemptTimedOut,
+            ErrorKind::DeadlineExceeded,
+            ErrorKind::RateLimited,
+            ErrorKind::Misconfigured,
+            ErrorKind::Unexpected,
+        ]
+        .into_iter()
+        .filter(|k| k.is_transient())
+        .collect();
+        assert_eq!(
+            transient,
+            [
+                ErrorKind::Throttled,
+                ErrorKind::ServerError,
+                ErrorKind::Transport,
+                ErrorKind::AttemptTimedOut
+            ]
+        );
+    }
+}
