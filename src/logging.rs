@@ -1,0 +1,52 @@
+//! Log setup. `RUST_LOG` picks levels (default `info`), but the crates that
+//! can print raw requests at debug/trace level (the AWS SDK's HTTP and signing
+//! layers, hyper, h2) are held at `warn` whatever it says: their traces can
+//! hold request bodies (client tokens, output variable values) and signatures.
+
+use tracing_subscriber::{EnvFilter, filter::Directive, fmt, prelude::*};
+
+use crate::cli::LogFormat;
+
+const CAPPED_TARGETS: &[&str] = &[
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_types",
+    "aws_sigv4",
+    "aws_runtime",
+    "aws_sdk_codepipeline",
+    "aws_config",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tonic",
+    "tower",
+];
+
+fn filter() -> EnvFilter {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in CAPPED_TARGETS {
+        let directive: Directive = format!("{target}=warn").parse().expect("valid directive");
+        filter = filter.add_directive(directive);
+    }
+    filter
+}
+
+/// Installs the global subscriber; logs go to stderr.
+pub fn init(format: LogFormat) {
+    let registry = tracing_subscriber::registry().with(filter());
+    match format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+}

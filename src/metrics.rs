@@ -1,0 +1,127 @@
+//! Prometheus metrics, served on the admin port at `/metrics`.
+//!
+//! Every call records its final gRPC code, so expected outcomes (NOT_FOUND,
+//! INVALID_ARGUMENT) can be told apart from the gateway's own failures.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms .. ~41 s: from a fast AWS answer to a call that waited out retries.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 14,
+    ))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    aws_attempts: Family<MethodLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cpgw");
+        let calls = Family::<CallLabels, Counter>::default();
+        let latency = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let aws_attempts = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "grpc_calls",
+            "gRPC calls handled, by method and final gRPC status code",
+            calls.clone(),
+        );
+        registry.register(
+            "grpc_call_duration_seconds",
+            "Time from a call's arrival to its answer",
+            latency.clone(),
+        );
+        registry.register(
+            "aws_attempts",
+            "Requests sent to CodePipeline, retries included",
+            aws_attempts.clone(),
+        );
+        Metrics {
+            registry,
+            calls,
+            latency,
+            aws_attempts,
+        }
+    }
+
+    /// Records one finished call.
+    pub fn record_call(
+        &self,
+        method: &'static str,
+        code: tonic::Code,
+        seconds: f64,
+        aws_attempts: u32,
+    ) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        let labels = MethodLabels { method };
+        self.latency.get_or_create(&labels).observe(seconds);
+        if aws_attempts > 0 {
+            self.aws_attempts
+                .get_or_create(&labels)
+                .inc_by(u64::from(aws_attempts));
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The canonical gRPC code names, as other gRPC tooling prints them.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,171 @@
+//! What each subcommand does, from parsed arguments to exit.
+
+use std::process::ExitCode;
+
+use codepipeline_emulator::{CreatedJob, Emulator, EmulatorConfig};
+
+use crate::{
+    aws,
+    cli::{Cli, Command, DevArgs, EmulatorArgs, GatewayArgs},
+    logging,
+    server::Gateway,
+};
+
+impl Cli {
+    pub async fn run(self) -> ExitCode {
+        let outcome = match self.command {
+            None => serve(self.serve).await,
+            Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::Dev(args)) => dev(args).await,
+            Some(Command::Emulator(args)) => emulator(args).await,
+        };
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                tracing::error!("{message}");
+                eprintln!("codepipeline-gateway: {message}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn serve(args: GatewayArgs) -> Result<(), String> {
+    logging::init(args.log_format);
+    let settings = args.settings().map_err(|e| e.to_string())?;
+    let client = aws::client_from_environment().await?;
+    let gateway = Gateway::start(settings, client)
+        .await
+        .map_err(|e| e.to_string())?;
+    run_until_signal(gateway).await
+}
+
+async fn dev(args: DevArgs) -> Result<(), String> {
+    logging::init(args.gateway.log_format);
+    let settings = args.gateway.settings().map_err(|e| e.to_string())?;
+    let emulator = Emulator::start(EmulatorConfig {
+        listen: args.emulator_listen,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot start the emulator on {} (--emulator-listen): {e}",
+            args.emulator_listen
+        )
+    })?;
+    let config = emulator.config();
+    let client = aws::client_for_endpoint(
+        &emulator.endpoint_url(),
+        &config.region,
+        &config.access_key_id,
+        &config.secret_access_key,
+    )
+    .await;
+    let gateway = Gateway::start(settings, client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let jobs = [
+        emulator.create_custom_job(),
+        emulator.create_custom_job(),
+        emulator.create_third_party_job(),
+    ];
+    println!("{}", dev_banner(&gateway, &emulator, &jobs));
+    let result = run_until_signal(gateway).await;
+    emulator.shutdown().await;
+    result
+}
+
+async fn emulator(args: EmulatorArgs) -> Result<(), String> {
+    logging::init(args.log_format);
+    let emulator = Emulator::start(EmulatorConfig {
+        listen: args.listen,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot start the emulator on {} (--listen): {e}",
+            args.listen
+        )
+    })?;
+    let config = emulator.config();
+    println!(
+        "CodePipeline emulator on {url}\n\
+         \n\
+         Point an AWS SDK at it with:\n\
+         \x20 AWS_ENDPOINT_URL={url} AWS_REGION={region} AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret}\n\
+         \n\
+         Create a job:   curl -s -X POST {url}/_emulator/jobs -d '{{\"kind\":\"custom\"}}'\n\
+         Partner job:    curl -s -X POST {url}/_emulator/jobs -d '{{\"kind\":\"thirdParty\"}}'\n\
+         What AWS got:   curl -s {url}/_emulator/requests",
+        url = emulator.endpoint_url(),
+        region = config.region,
+        key = config.access_key_id,
+        secret = config.secret_access_key,
+    );
+    wait_for_signal().await;
+    emulator.shutdown().await;
+    Ok(())
+}
+
+fn dev_banner(gateway: &Gateway, emulator: &Emulator, jobs: &[CreatedJob]) -> String {
+    let grpc = gateway.grpc_addr();
+    let target = if grpc.ip().is_unspecified() {
+        format!("127.0.0.1:{}", grpc.port())
+    } else {
+        grpc.to_string()
+    };
+    let url = emulator.endpoint_url();
+    let mut text = format!(
+        "codepipeline-gateway dev mode: gRPC on {grpc}, metrics on http://{}/metrics,\n\
+         forwarding through the real AWS SDK to the embedded CodePipeline emulator at {url}\n\nReady-made jobs:\n",
+        gateway.admin_addr()
+    );
+    for job in jobs {
+        match (&job.client_id, &job.client_token) {
+            (Some(client_id), Some(token)) => text.push_str(&format!(
+                "  partner (third-party) job {}  clientId {client_id}  clientToken {token}\n",
+                job.job_id
+            )),
+            _ => text.push_str(&format!("  custom job {}\n", job.job_id)),
+        }
+    }
+    let custom = &jobs[0].job_id;
+    text.push_str(&format!(
+        "\nReport success for the first custom job:\n\
+         \x20 grpcurl -plaintext -d '{{\"jobId\":\"{custom}\",\"executionDetails\":{{\"summary\":\"built\",\"percentComplete\":100}},\"outputVariables\":{{\"IMAGE_TAG\":\"v1\"}}}}' {target} codepipeline_gateway.v1.JobWorkerService/PutJobSuccessResult\n"
+    ));
+    if let Some(partner) = jobs.iter().find(|j| j.client_token.is_some()) {
+        text.push_str(&format!(
+            "Report success for the partner job:\n\
+             \x20 grpcurl -plaintext -d '{{\"jobId\":\"{}\",\"clientToken\":\"{}\"}}' {target} codepipeline_gateway.v1.JobWorkerService/PutThirdPartyJobSuccessResult\n",
+            partner.job_id,
+            partner.client_token.as_deref().unwrap_or_default()
+        ));
+    }
+    text.push_str(&format!(
+        "\nMore jobs:      curl -s -X POST {url}/_emulator/jobs -d '{{\"kind\":\"custom\"}}'   (or \"thirdParty\")\n\
+         What AWS got:   curl -s {url}/_emulator/requests\n\
+         Stop with Ctrl-C."
+    ));
+    text
+}
+
+async fn run_until_signal(gateway: Gateway) -> Result<(), String> {
+    wait_for_signal().await;
+    gateway
+        .shutdown()
+        .await
+        .map_err(|e| format!("the gRPC server failed: {e}"))
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler can be installed");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,183 @@
+//! Puts the pieces together: the forwarding stack, the gRPC server (job
+//! worker, health, reflection) and the admin endpoint, with graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+
+use crate::{
+    aws::Forwarder,
+    metrics::Metrics,
+    proto::{
+        FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
+        v1::job_worker_service_server::JobWorkerServiceServer,
+    },
+    rate_limit::{RateLimitLayer, RateLimitSettings, RateLimiter},
+    retry::{RetryPolicy, RetrySettings, shared_budget},
+    service::{ForwardingStack, JobWorker},
+};
+
+/// Everything the gateway needs to run, validated (see `cli.rs`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub rate_limit: RateLimitSettings,
+    pub retry: RetrySettings,
+    pub attempt_timeout: Duration,
+    pub default_deadline: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Builds rate limit → retry → AWS around one SDK client. The limiter and
+/// the retry budget are created here once, and shared by every clone.
+pub fn forwarding_stack(
+    settings: &Settings,
+    client: aws_sdk_codepipeline::Client,
+) -> ForwardingStack {
+    let limiter = Arc::new(RateLimiter::new(settings.rate_limit));
+    let policy = RetryPolicy::new(settings.retry.clone(), shared_budget());
+    let stack = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter))
+        .layer(tower::retry::RetryLayer::new(policy))
+        .service(Forwarder::new(client, settings.attempt_timeout));
+    ForwardingStack::new(stack)
+}
+
+/// A running gateway.
+pub struct Gateway {
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Gateway {
+    /// Binds both ports and starts serving; returns once the ports are bound.
+    pub async fn start(
+        settings: Settings,
+        client: aws_sdk_codepipeline::Client,
+    ) -> std::io::Result<Gateway> {
+        let listener = bind(settings.listen, "--listen").await?;
+        let admin_listener = bind(settings.admin_listen, "--admin-listen").await?;
+        let grpc_addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let metrics = Arc::new(Metrics::new());
+        let job_worker = JobWorker::new(
+            forwarding_stack(&settings, client),
+            metrics.clone(),
+            settings.default_deadline,
+            settings.retry.clone(),
+        );
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status(JOB_WORKER_SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        health_reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+
+        // grpcurl 1.8.x and many GUIs ask for v1alpha, newer tools for v1.
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(std::io::Error::other)?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(std::io::Error::other)?;
+
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(crate::admin::serve(
+            admin_listener,
+            metrics,
+            stopped.clone(),
+        ));
+
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(JobWorkerServiceServer::new(job_worker));
+        let grace = settings.shutdown_grace;
+        let task = tokio::spawn(async move {
+            let mut on_stop = stopped.clone();
+            let shutdown_signal = async move {
+                let _ = on_stop.wait_for(|stop| *stop).await;
+                // Tell health checkers first, then stop taking calls.
+                health_reporter
+                    .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+                tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight calls");
+            };
+            let serving = router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal);
+            tokio::pin!(serving);
+            let mut grace_timer = stopped;
+            tokio::select! {
+                result = &mut serving => result,
+                _ = async {
+                    let _ = grace_timer.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(grace).await;
+                } => {
+                    tracing::warn!("shutdown grace period over: dropping the calls still in flight");
+                    Ok(())
+                }
+            }
+        });
+        tracing::info!(%grpc_addr, %admin_addr, "gateway listening (gRPC on {grpc_addr}, metrics on http://{admin_addr}/metrics)");
+        Ok(Gateway {
+            grpc_addr,
+            admin_addr,
+            stop,
+            task,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Shuts down gracefully: health turns NOT_SERVING, no new calls are
+    /// taken, and calls in flight finish (up to the grace period).
+    pub async fn shutdown(self) -> Result<(), tonic::transport::Error> {
+        self.begin_shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot listen on {addr} ({flag}): {error}"),
+        )
+    })
+}
