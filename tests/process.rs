@@ -1,0 +1,293 @@
+//! The real binary as a platform team runs it: start-up errors, graceful
+//! shutdown on SIGTERM with calls in flight, and logs that keep secrets out.
+
+use std::{process::Stdio, time::Duration};
+
+use codepipeline_emulator::{
+    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, Fault,
+    FaultKind,
+};
+use codepipeline_gateway::proto::v1::{
+    ExecutionDetails, PutJobSuccessResultRequest, PutThirdPartyJobSuccessResultRequest,
+    job_worker_service_client::JobWorkerServiceClient,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_codepipeline-gateway");
+
+/// The gateway binary pointed at `emulator` through the standard AWS variables.
+fn gateway_command(emulator: &Emulator, args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
+        .env("AWS_REGION", DEV_REGION)
+        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Collects every stderr line; returns the gRPC address once it is logged.
+async fn started(child: &mut Child) -> (String, mpsc::UnboundedReceiver<String>) {
+    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (all_tx, all_rx) = mpsc::unbounded_channel();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines_rx.recv().await {
+            all_tx.send(line.clone()).unwrap();
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = json["grpc_addr"].as_str()
+            {
+                return addr.to_owned();
+            }
+        }
+        panic!("the gateway exited before listening")
+    })
+    .await
+    .expect("the gateway starts within 30s");
+    tokio::spawn(async move {
+        while let Some(line) = lines_rx.recv().await {
+            if all_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (addr, all_rx)
+}
+
+fn drain(mut lines: mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut all = Vec::new();
+    while let Ok(line) = lines.try_recv() {
+        all.push(line);
+    }
+    all
+}
+
+#[tokio::test]
+async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let mut child = gateway_command(
+        &emulator,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--shutdown-grace",
+            "20s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (addr, lines) = started(&mut child).await;
+
+    const IN_FLIGHT: usize = 3;
+    emulator.inject_fault(Fault::for_operation(
+        "PutJobSuccessResult",
+        FaultKind::Delay(Duration::from_millis(1500)),
+        IN_FLIGHT as u32,
+    ));
+    let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let job = emulator.create_custom_job();
+        let mut client = client.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .put_job_success_result(PutJobSuccessResultRequest {
+                    job_id: job.job_id,
+                    ..Default::default()
+                })
+                .await
+        }));
+    }
+    // Wait until AWS has all of them, so they are truly in flight.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while emulator.requests_for("PutJobSuccessResult").len() < IN_FLIGHT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("calls reach the emulator");
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    for call in calls {
+        call.await
+            .unwrap()
+            .expect("a call in flight at SIGTERM completes");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    // Once it has gone, nothing answers on its address.
+    let job = emulator.create_custom_job();
+    let after = client
+        .put_job_success_result(PutJobSuccessResultRequest {
+            job_id: job.job_id,
+            ..Default::default()
+        })
+        .await;
+    assert!(after.is_err());
+    assert_eq!(
+        emulator.requests_for("PutJobSuccessResult").len(),
+        IN_FLIGHT
+    );
+    let logs = drain(lines).join("\n");
+    assert!(logs.contains("shutting down"), "{logs}");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_even_at_trace_level() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let mut command = gateway_command(
+        &emulator,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--shutdown-grace",
+            "1s",
+        ],
+    );
+    command.env("RUST_LOG", "trace");
+    let mut child = command.spawn().unwrap();
+    let (addr, lines) = started(&mut child).await;
+    let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    const CONTINUATION: &str = "continuation-SECRET-4711";
+    const VALUE: &str = "output-value-SECRET-4712";
+    let custom = emulator.create_custom_job();
+    client
+        .put_job_success_result(PutJobSuccessResultRequest {
+            job_id: custom.job_id.clone(),
+            continuation_token: CONTINUATION.into(),
+            execution_details: Some(ExecutionDetails {
+                summary: "s".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .put_job_success_result(PutJobSuccessResultRequest {
+            job_id: custom.job_id,
+            output_variables: [("KEY".to_owned(), VALUE.to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let partner = emulator.create_third_party_job();
+    let token = partner.client_token.clone().unwrap();
+    client
+        .put_third_party_job_success_result(PutThirdPartyJobSuccessResultRequest {
+            job_id: partner.job_id.clone(),
+            client_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // An error path too: a wrong token is refused, and still not logged.
+    client
+        .put_third_party_job_success_result(PutThirdPartyJobSuccessResultRequest {
+            job_id: partner.job_id,
+            client_token: "wrong-token-SECRET-4713".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    child.wait().await.unwrap();
+    let logs = drain(lines).join("\n");
+    assert!(
+        logs.contains("call finished"),
+        "one line a call is logged:\n{logs}"
+    );
+    for secret in [
+        CONTINUATION,
+        VALUE,
+        token.as_str(),
+        "wrong-token-SECRET-4713",
+        DEV_SECRET_ACCESS_KEY,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret:?} found in the logs:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_start_up_naming_the_setting() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let output = gateway_command(&emulator, &["serve", "--admin-listen", "127.0.0.1:0"])
+        .env("CPGW_RATE_LIMIT_RPS", "-1")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CPGW_RATE_LIMIT_RPS"), "{stderr}");
+
+    let output = gateway_command(
+        &emulator,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .env_remove("AWS_REGION")
+    .output()
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AWS_REGION"), "{stderr}");
+}

@@ -1,0 +1,163 @@
+//! Health, reflection (v1 and v1alpha) and the metrics endpoint answer.
+
+mod common;
+
+use codepipeline_gateway::proto::{JOB_WORKER_SERVICE_NAME, v1::PutJobSuccessResultRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+async fn channel(h: &common::Harness) -> Channel {
+    Channel::from_shared(format!("http://{}", h.gateway.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn health_reports_serving_overall_and_per_service() {
+    let h = common::start().await;
+    let mut health = HealthClient::new(channel(&h).await);
+    for service in ["", JOB_WORKER_SERVICE_NAME] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_and_describes_the_services() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let h = common::start().await;
+    let mut client = ServerReflectionClient::new(channel(&h).await);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                JOB_WORKER_SERVICE_NAME.into(),
+            )),
+        },
+    ];
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&JOB_WORKER_SERVICE_NAME.to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected file descriptors")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_answers_for_older_grpcurl() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let h = common::start().await;
+    let mut client = ServerReflectionClient::new(channel(&h).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list")
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == JOB_WORKER_SERVICE_NAME)
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_method_and_code() {
+    let mut h = common::start().await;
+    let job = h.emulator.create_custom_job();
+    h.client
+        .put_job_success_result(PutJobSuccessResultRequest {
+            job_id: job.job_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.client
+        .put_job_success_result(PutJobSuccessResultRequest {
+            job_id: "bad".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+
+    let mut stream = tokio::net::TcpStream::connect(h.gateway.admin_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains(r#"cpgw_grpc_calls_total{method="PutJobSuccessResult",code="OK"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"cpgw_grpc_calls_total{method="PutJobSuccessResult",code="INVALID_ARGUMENT"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"cpgw_aws_attempts_total{method="PutJobSuccessResult"} 1"#),
+        "{text}"
+    );
+}
