@@ -71,7 +71,7 @@ pub fn is_transport_error<E, R>(err: &SdkError<E, R>) -> bool {
     )
 }
 
-/// A parsed HTTP response.
+/// A parsed HTTP response; `status` 0 means the connection closed without one.
 #[derive(Debug)]
 pub struct RawResponse {
     pub status: u16,
@@ -119,6 +119,14 @@ pub async fn raw(
         .expect("response within 10s")
         .expect("read response");
     let text = String::from_utf8(buf).expect("UTF-8 response");
+    if text.is_empty() {
+        // Connection closed without any response (reset faults).
+        return RawResponse {
+            status: 0,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+    }
     let (head, body) = text.split_once("\r\n\r\n").expect("complete response head");
     let mut lines = head.split("\r\n");
     let status = lines
