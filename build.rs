@@ -1,6 +1,6 @@
 //! Compiles the gateway's protos with protox (a pure-Rust protobuf compiler),
 //! so building needs no system `protoc`. The encoded descriptor set is also
-//! written out for the reflection service.
+//! written out for the reflection service, with the google.rpc error details.
 
 use std::{env, fs, path::PathBuf};
 
@@ -13,6 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(
         out_dir.join("codepipeline_gateway_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    // The google.rpc error details are served by reflection only, so that
+    // grpcurl can decode them; tonic-types provides them to Rust code.
+    let error_details = protox::compile(["google/rpc/error_details.proto"], ["proto"])?;
+    fs::write(
+        out_dir.join("google_rpc_error_details_descriptor.bin"),
+        prost::Message::encode_to_vec(&error_details),
     )?;
 
     tonic_prost_build::configure()

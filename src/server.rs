@@ -12,7 +12,7 @@ use crate::{
     aws::Forwarder,
     metrics::Metrics,
     proto::{
-        FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
+        ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
         v1::job_worker_service_server::JobWorkerServiceServer,
     },
     rate_limit::{RateLimitLayer, RateLimitSettings, RateLimiter},
@@ -86,11 +86,13 @@ impl Gateway {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
             .build_v1()
             .map_err(std::io::Error::other)?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(std::io::Error::other)?;
 

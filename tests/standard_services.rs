@@ -60,6 +60,13 @@ async fn reflection_v1_lists_and_describes_the_services() {
                 JOB_WORKER_SERVICE_NAME.into(),
             )),
         },
+        // So that grpcurl can decode error details instead of printing bytes.
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "google.rpc.BadRequest".into(),
+            )),
+        },
     ];
     let mut responses = client
         .server_reflection_info(tokio_stream::iter(requests))
@@ -86,6 +93,12 @@ async fn reflection_v1_lists_and_describes_the_services() {
         panic!("expected file descriptors")
     };
     assert!(!files.file_descriptor_proto.is_empty());
+    let Some(MessageResponse::FileDescriptorResponse(details)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected the google.rpc error details")
+    };
+    assert!(!details.file_descriptor_proto.is_empty());
 }
 
 #[tokio::test]
