@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the README's test command.
+#
+#   1. Rust: unit tests beside the code and end-to-end tests in tests/ and
+#      emulator/tests/ (real gRPC client -> gateway -> aws-sdk-codepipeline ->
+#      HTTP -> emulator), all on loopback.
+#   2. The Helm chart, rendered by Helm's own engine and checked against the
+#      Kubernetes schemas (scripts/test-helm.sh; makes its own virtualenv).
+#   3. The example workers and grpcurl recipes, if present
+#      (scripts/test-examples.sh; makes its own virtualenv and runs npm ci).
+#
+# Needs: a Rust toolchain, python3 and Node.js with npm. Nothing else is
+# assumed: the Python and npm dependencies are pinned and installed locally.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "==> cargo test (workspace)"
+cargo test --workspace --locked
+
+echo "==> Helm chart tests"
+bash scripts/test-helm.sh
+
+if [ -f scripts/test-examples.sh ]; then
+  echo "==> example workers and grpcurl recipes"
+  bash scripts/test-examples.sh
+fi
