@@ -1,6 +1,7 @@
 //! The unauthenticated control API under `/_emulator/` (see the crate docs for
 //! the routes). All bodies are JSON; bad input gets 400 `{"message": …}`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use crate::faults::{Fault, FaultKind};
 use crate::model::model;
 use crate::server::{HttpResponse, Shared, json_response};
-use crate::state::{Job, JobKind};
+use crate::state::{ActionTypeId, Job, JobKind, NewJob};
 
 const CONTENT_TYPE: &str = "application/json";
 
@@ -29,6 +30,11 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
                 Some(job) => ok(job_json(job)),
                 None => Err((StatusCode::NOT_FOUND, "no job with this id".to_owned())),
             }
+        }
+        ("POST", "/_emulator/action-types") => register_action_type(shared, body),
+        ("GET", "/_emulator/action-types") => {
+            let types = shared.world().jobs.action_types().to_vec();
+            ok(json!({ "actionTypes": types }))
         }
         ("GET", "/_emulator/requests") => ok(json!({ "requests": shared.world().requests.all() })),
         ("DELETE", "/_emulator/requests") => {
@@ -54,14 +60,20 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
             shared.world().faults.clear();
             Ok((StatusCode::NO_CONTENT, Value::Null))
         }
-        (_, "/_emulator/jobs" | "/_emulator/requests" | "/_emulator/faults") => Err((
+        (
+            _,
+            "/_emulator/jobs"
+            | "/_emulator/action-types"
+            | "/_emulator/requests"
+            | "/_emulator/faults",
+        ) => Err((
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} is not supported on {path}"),
         )),
         _ => Err((
             StatusCode::NOT_FOUND,
             format!(
-                "unknown control path {path}; see /_emulator/jobs, /_emulator/requests, /_emulator/faults"
+                "unknown control path {path}; see /_emulator/jobs, /_emulator/action-types, /_emulator/requests, /_emulator/faults"
             ),
         )),
     };
@@ -96,17 +108,47 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
         .map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
+/// `ActionTypeId` as the control API accepts it: all four members, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionTypeRequest {
+    category: String,
+    owner: String,
+    provider: String,
+    version: String,
+}
+
+impl From<ActionTypeRequest> for ActionTypeId {
+    fn from(r: ActionTypeRequest) -> ActionTypeId {
+        ActionTypeId::new(r.category, r.owner, r.provider, r.version)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateJobRequest {
     kind: Option<String>,
+    action_type_id: Option<ActionTypeRequest>,
+    configuration: Option<BTreeMap<String, String>>,
+    pipeline_name: Option<String>,
 }
 
 fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
-    let request: Option<CreateJobRequest> = parse_body(body)?;
-    let kind = match request.and_then(|r| r.kind).as_deref() {
-        None | Some("custom") => JobKind::Custom,
+    let request: CreateJobRequest = parse_body(body)?.unwrap_or(CreateJobRequest {
+        kind: None,
+        action_type_id: None,
+        configuration: None,
+        pipeline_name: None,
+    });
+    let action_type_id = request.action_type_id.map(ActionTypeId::from);
+    let kind = match request.kind.as_deref() {
+        Some("custom") => JobKind::Custom,
         Some("thirdParty") => JobKind::ThirdParty,
+        // Without a kind, the action type's owner decides.
+        None => match &action_type_id {
+            Some(t) if t.owner == "ThirdParty" => JobKind::ThirdParty,
+            _ => JobKind::Custom,
+        },
         Some(other) => {
             return Err(bad(format!(
                 "unknown job kind '{other}'; expected 'custom' or 'thirdParty'"
@@ -114,7 +156,15 @@ fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
         }
     };
     let mut world = shared.world();
-    let created = world.jobs.create(kind);
+    let created = world
+        .jobs
+        .create_job(NewJob {
+            kind,
+            action_type_id,
+            configuration: request.configuration.unwrap_or_default(),
+            pipeline_name: request.pipeline_name,
+        })
+        .map_err(bad)?;
     let job = world
         .jobs
         .get(&created.job_id)
@@ -122,12 +172,30 @@ fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
     Ok((StatusCode::CREATED, job_json(job)))
 }
 
+fn register_action_type(shared: &Shared, body: &[u8]) -> ControlResult {
+    let request: ActionTypeRequest = parse_body(body)?.ok_or_else(|| {
+        bad("a JSON body {\"category\", \"owner\", \"provider\", \"version\"} is required")
+    })?;
+    let action_type_id = ActionTypeId::from(request);
+    action_type_id.validate().map_err(bad)?;
+    shared
+        .world()
+        .jobs
+        .register_action_type(action_type_id.clone());
+    Ok((
+        StatusCode::CREATED,
+        serde_json::to_value(action_type_id).expect("action type serializes"),
+    ))
+}
+
+/// The snapshot plus the partner's client id and token, and the job data.
 fn job_json(job: &Job) -> Value {
     let mut v = serde_json::to_value(job.snapshot()).expect("snapshot serializes");
     if let (Some(id), Some(token)) = (&job.client_id, &job.client_token) {
         v["clientId"] = json!(id);
         v["clientToken"] = json!(token);
     }
+    v["data"] = job.data_json();
     v
 }
 

@@ -99,7 +99,9 @@ use std::sync::Arc;
 
 pub use faults::{Fault, FaultKind};
 pub use recording::RecordedRequest;
-pub use state::{CreatedJob, JobKind, JobSnapshot, JobState};
+pub use state::{
+    ACCOUNT_ID, ActionTypeId, CreatedJob, FailureSnapshot, JobKind, JobSnapshot, JobState, NewJob,
+};
 
 /// Access key id the emulator accepts by default (dev mode and tests).
 pub const DEV_ACCESS_KEY_ID: &str = "AKIDCPGWEMULATOR0000";
@@ -171,19 +173,76 @@ impl Emulator {
         &self.shared.config
     }
 
-    /// Creates a custom-action job in state `InProgress`.
+    /// Creates a custom-action job of the default custom action type
+    /// ([`ActionTypeId::default_custom`]) in state `Queued`. Results are
+    /// accepted without polling it first.
     pub fn create_custom_job(&self) -> CreatedJob {
         self.shared.world().jobs.create(JobKind::Custom)
     }
 
-    /// Creates a third-party job in state `InProgress`, with client id and token.
+    /// Creates a third-party job of the default partner action type
+    /// ([`ActionTypeId::default_third_party`]) in state `Queued`, with client
+    /// id and token.
     pub fn create_third_party_job(&self) -> CreatedJob {
         self.shared.world().jobs.create(JobKind::ThirdParty)
+    }
+
+    /// Creates a job in state `Queued` with full job data (see the crate docs),
+    /// registering its action type if it is not registered yet.
+    ///
+    /// # Panics
+    ///
+    /// If the action type's owner does not match `job.kind` (`Custom` for
+    /// custom jobs, `ThirdParty` for third-party jobs), or the action type,
+    /// configuration or pipeline name violates the CodePipeline model. The
+    /// control API's `POST /_emulator/jobs` reports the same problems as 400.
+    pub fn create_job(&self, job: NewJob) -> CreatedJob {
+        match self.shared.world().jobs.create_job(job) {
+            Ok(created) => created,
+            Err(problem) => panic!("Emulator::create_job: {problem}"),
+        }
+    }
+
+    /// Registers an action type so that polls for it succeed (idempotent).
+    ///
+    /// # Panics
+    ///
+    /// If the action type violates the model's `ActionTypeId` shape (unknown
+    /// category or owner, bad provider or version).
+    pub fn register_action_type(&self, action_type_id: ActionTypeId) {
+        if let Err(problem) = action_type_id.validate() {
+            panic!("Emulator::register_action_type: {problem}");
+        }
+        self.shared
+            .world()
+            .jobs
+            .register_action_type(action_type_id);
+    }
+
+    /// The registered action types, the two defaults first.
+    pub fn action_types(&self) -> Vec<ActionTypeId> {
+        self.shared.world().jobs.action_types().to_vec()
     }
 
     /// The current state of a job, if it exists.
     pub fn job(&self, job_id: &str) -> Option<JobSnapshot> {
         self.shared.world().jobs.get(job_id).map(|j| j.snapshot())
+    }
+
+    /// All jobs (including continuation jobs), in creation order.
+    pub fn jobs(&self) -> Vec<JobSnapshot> {
+        self.shared
+            .world()
+            .jobs
+            .iter()
+            .map(|j| j.snapshot())
+            .collect()
+    }
+
+    /// A job's data exactly as AWS returns it (`JobData` /
+    /// `ThirdPartyJobData`, e.g. `jobs[].data` of `PollForJobs`), if the job exists.
+    pub fn job_data(&self, job_id: &str) -> Option<serde_json::Value> {
+        self.shared.world().jobs.get(job_id).map(|j| j.data_json())
     }
 
     /// All requests received on the AWS path, in arrival order.

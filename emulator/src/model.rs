@@ -40,6 +40,7 @@ struct RawMetadata {
 #[derive(Deserialize)]
 struct RawOperation {
     input: Option<ShapeRef>,
+    output: Option<ShapeRef>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +112,8 @@ pub(crate) struct Model {
     target_prefix: String,
     /// Operation name → input shape name (if the operation has input).
     operations: HashMap<String, Option<String>>,
+    /// Operation name → output shape name (if the operation has output).
+    outputs: HashMap<String, Option<String>>,
     shapes: HashMap<String, Shape>,
 }
 
@@ -145,6 +148,10 @@ impl ValidationFailure {
 
 #[derive(Default)]
 struct Findings {
+    /// Also report structure members the model does not know (used for the
+    /// emulator's own output, where an unknown member is a bug; requests may
+    /// carry members newer than the model, which AWS ignores).
+    strict: bool,
     type_errors: Vec<String>,
     violations: Vec<String>,
 }
@@ -225,14 +232,16 @@ impl Model {
             };
             shapes.insert(name, shape);
         }
-        let operations = raw
-            .operations
-            .into_iter()
-            .map(|(name, op)| (name, op.input.map(|r| r.shape)))
-            .collect();
+        let mut operations = HashMap::new();
+        let mut outputs = HashMap::new();
+        for (name, op) in raw.operations {
+            outputs.insert(name.clone(), op.output.map(|r| r.shape));
+            operations.insert(name, op.input.map(|r| r.shape));
+        }
         let model = Model {
             target_prefix: raw.metadata.target_prefix,
             operations,
+            outputs,
             shapes,
         };
         model.check_references()?;
@@ -240,7 +249,12 @@ impl Model {
     }
 
     fn check_references(&self) -> Result<(), String> {
-        let mut refs: Vec<&String> = self.operations.values().flatten().collect();
+        let mut refs: Vec<&String> = self
+            .operations
+            .values()
+            .chain(self.outputs.values())
+            .flatten()
+            .collect();
         for shape in self.shapes.values() {
             match shape {
                 Shape::Structure { members, .. } => refs.extend(members.iter().map(|(_, s)| s)),
@@ -277,11 +291,64 @@ impl Model {
                 "Request body must be a JSON object".to_owned(),
             ));
         }
-        let Some(input_shape) = input_shape else {
-            return Ok(());
+        match input_shape {
+            Some(shape) => self.run(shape, input, false, ""),
+            None => Ok(()),
+        }
+    }
+
+    /// Validates an operation's JSON output (what the emulator answers)
+    /// against the model, strictly: members the model does not define are
+    /// violations too. Operations without an output shape must answer `{}`.
+    pub fn validate_output(
+        &self,
+        operation: &str,
+        output: &Value,
+    ) -> Result<(), ValidationFailure> {
+        let Some(output_shape) = self.outputs.get(operation) else {
+            return Err(ValidationFailure::Serialization(format!(
+                "Unknown operation {operation}"
+            )));
         };
-        let mut findings = Findings::default();
-        self.check(input_shape, input, "", &mut findings);
+        match output_shape {
+            Some(shape) => self.run(shape, output, true, ""),
+            None if output.as_object().is_some_and(|o| o.is_empty()) => Ok(()),
+            None => Err(ValidationFailure::Constraints(vec![format!(
+                "{operation} has no output shape, so its output must be an empty object"
+            )])),
+        }
+    }
+
+    /// Validates a value against one named shape, strictly (unknown members
+    /// are violations). Used for emulator-side inputs such as control API
+    /// bodies and the data of created jobs.
+    /// Messages name members relative to `path` (e.g. `actionTypeId`).
+    pub fn validate_shape(
+        &self,
+        shape: &str,
+        value: &Value,
+        path: &str,
+    ) -> Result<(), ValidationFailure> {
+        if !self.shapes.contains_key(shape) {
+            return Err(ValidationFailure::Serialization(format!(
+                "Unknown shape {shape}"
+            )));
+        }
+        self.run(shape, value, true, path)
+    }
+
+    fn run(
+        &self,
+        shape: &str,
+        value: &Value,
+        strict: bool,
+        path: &str,
+    ) -> Result<(), ValidationFailure> {
+        let mut findings = Findings {
+            strict,
+            ..Findings::default()
+        };
+        self.check(shape, value, path, &mut findings);
         if let Some(first) = findings.type_errors.into_iter().next() {
             return Err(ValidationFailure::Serialization(first));
         }
@@ -304,6 +371,16 @@ impl Model {
                     out.type_errors.push(type_error(path, "an object"));
                     return;
                 };
+                if out.strict {
+                    for key in obj.keys() {
+                        if !members.iter().any(|(name, _)| name == key) {
+                            out.at(
+                                &join_path(path, key),
+                                "Member is not defined by the model".to_owned(),
+                            );
+                        }
+                    }
+                }
                 let mut present = 0;
                 for (name, target) in members {
                     match obj.get(name) {

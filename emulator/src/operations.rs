@@ -1,16 +1,17 @@
 //! The emulated CodePipeline operations: one handler per operation, each
 //! applying an already-validated JSON input to the job store.
 //!
-//! To add an operation: write a handler with the same signature and add it to
-//! [`dispatch`]. Inputs have passed model validation when a handler runs, so
-//! handlers only implement service semantics.
+//! All ten job-worker operations are implemented. Inputs have passed model
+//! validation when a handler runs, so handlers only implement service
+//! semantics; [`dispatch`] checks every output against the model.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::state::{Job, JobKind, JobState, JobStore};
+use crate::model::model;
+use crate::state::{ACCOUNT_ID, ActionTypeId, FailureSnapshot, Job, JobKind, JobState, JobStore};
 
 /// Largest total size (bytes of all keys and values) of `outputVariables`.
 pub(crate) const MAX_OUTPUT_VARIABLES_BYTES: usize = 122_880;
@@ -43,20 +44,41 @@ impl AwsError {
     }
 }
 
-/// Runs one operation against the job store and returns its JSON output.
+/// Runs one operation against the job store and returns its JSON output,
+/// which is checked against the model's output shape (a mismatch is an
+/// emulator bug and answers 500 `InternalFailure`).
 pub(crate) fn dispatch(
     operation: &str,
     jobs: &mut JobStore,
     input: &Value,
 ) -> Result<Value, AwsError> {
-    match operation {
+    let output = match operation {
         "PutJobSuccessResult" => put_job_success_result(jobs, parse(input)?),
         "PutThirdPartyJobSuccessResult" => put_third_party_job_success_result(jobs, parse(input)?),
+        "PutJobFailureResult" => put_job_failure_result(jobs, parse(input)?),
+        "PutThirdPartyJobFailureResult" => put_third_party_job_failure_result(jobs, parse(input)?),
+        "PollForJobs" => poll_for_jobs(jobs, parse(input)?),
+        "PollForThirdPartyJobs" => poll_for_third_party_jobs(jobs, parse(input)?),
+        "AcknowledgeJob" => acknowledge_job(jobs, parse(input)?),
+        "AcknowledgeThirdPartyJob" => acknowledge_third_party_job(jobs, parse(input)?),
+        "GetJobDetails" => get_job_details(jobs, parse(input)?),
+        "GetThirdPartyJobDetails" => get_third_party_job_details(jobs, parse(input)?),
         other => Err(AwsError::client(
             "UnknownOperationException",
-            format!("The emulator does not implement {other} yet."),
+            format!("The emulator does not implement {other}."),
         )),
-    }
+    }?;
+    model().validate_output(operation, &output).map_err(|f| {
+        AwsError::new(
+            500,
+            "InternalFailure",
+            format!(
+                "emulator produced output that violates the model: {}",
+                f.message()
+            ),
+        )
+    })?;
+    Ok(output)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, AwsError> {
@@ -86,6 +108,88 @@ struct PutThirdPartyJobSuccessResultInput {
     continuation_token: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailureDetailsInput {
+    #[serde(rename = "type")]
+    failure_type: String,
+    message: String,
+    external_execution_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutJobFailureResultInput {
+    job_id: String,
+    failure_details: FailureDetailsInput,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutThirdPartyJobFailureResultInput {
+    job_id: String,
+    client_token: String,
+    failure_details: FailureDetailsInput,
+}
+
+/// `ActionTypeId` as it arrives in a request (unknown members are ignored, as by AWS).
+#[derive(Deserialize)]
+struct ActionTypeIdInput {
+    category: String,
+    owner: String,
+    provider: String,
+    version: String,
+}
+
+impl From<ActionTypeIdInput> for ActionTypeId {
+    fn from(i: ActionTypeIdInput) -> ActionTypeId {
+        ActionTypeId::new(i.category, i.owner, i.provider, i.version)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PollForJobsInput {
+    action_type_id: ActionTypeIdInput,
+    max_batch_size: Option<i64>,
+    query_param: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PollForThirdPartyJobsInput {
+    action_type_id: ActionTypeIdInput,
+    max_batch_size: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcknowledgeJobInput {
+    job_id: String,
+    nonce: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcknowledgeThirdPartyJobInput {
+    job_id: String,
+    nonce: String,
+    client_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetJobDetailsInput {
+    job_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetThirdPartyJobDetailsInput {
+    job_id: String,
+    client_token: String,
+}
+
 fn put_job_success_result(
     jobs: &mut JobStore,
     input: PutJobSuccessResultInput,
@@ -109,7 +213,7 @@ fn put_job_success_result(
             ));
         }
     }
-    record_success(job, input.continuation_token);
+    record_success(jobs, &input.job_id, input.continuation_token);
     Ok(json!({}))
 }
 
@@ -118,41 +222,229 @@ fn put_third_party_job_success_result(
     input: PutThirdPartyJobSuccessResultInput,
 ) -> Result<Value, AwsError> {
     let job = find_job(jobs, &input.job_id, JobKind::ThirdParty)?;
-    if job.client_token.as_deref() != Some(input.client_token.as_str()) {
+    check_client_token(job, &input.client_token)?;
+    ensure_open(job)?;
+    record_success(jobs, &input.job_id, input.continuation_token);
+    Ok(json!({}))
+}
+
+fn put_job_failure_result(
+    jobs: &mut JobStore,
+    input: PutJobFailureResultInput,
+) -> Result<Value, AwsError> {
+    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+    ensure_open(job)?;
+    record_failure(job, input.failure_details);
+    Ok(json!({}))
+}
+
+fn put_third_party_job_failure_result(
+    jobs: &mut JobStore,
+    input: PutThirdPartyJobFailureResultInput,
+) -> Result<Value, AwsError> {
+    let job = find_job(jobs, &input.job_id, JobKind::ThirdParty)?;
+    check_client_token(job, &input.client_token)?;
+    ensure_open(job)?;
+    record_failure(job, input.failure_details);
+    Ok(json!({}))
+}
+
+fn poll_for_jobs(jobs: &mut JobStore, input: PollForJobsInput) -> Result<Value, AwsError> {
+    let action_type_id = pollable_action_type(jobs, input.action_type_id, JobKind::Custom)?;
+    let max = batch_size(input.max_batch_size);
+    let query = input.query_param.unwrap_or_default();
+    let dispatched = jobs.dispatch(JobKind::Custom, &action_type_id, max, |job| {
+        query
+            .iter()
+            .all(|(k, v)| job.data.action_configuration.configuration.get(k) == Some(v))
+    });
+    let list: Vec<Value> = dispatched
+        .into_iter()
+        .map(|job| {
+            json!({
+                "id": job.id,
+                "data": job.data_json(),
+                "nonce": job.nonce,
+                "accountId": ACCOUNT_ID,
+            })
+        })
+        .collect();
+    Ok(json!({ "jobs": list }))
+}
+
+fn poll_for_third_party_jobs(
+    jobs: &mut JobStore,
+    input: PollForThirdPartyJobsInput,
+) -> Result<Value, AwsError> {
+    let action_type_id = pollable_action_type(jobs, input.action_type_id, JobKind::ThirdParty)?;
+    let max = batch_size(input.max_batch_size);
+    let dispatched = jobs.dispatch(JobKind::ThirdParty, &action_type_id, max, |_| true);
+    let list: Vec<Value> = dispatched
+        .into_iter()
+        .map(|job| json!({ "clientId": job.client_id, "jobId": job.id }))
+        .collect();
+    Ok(json!({ "jobs": list }))
+}
+
+fn acknowledge_job(jobs: &mut JobStore, input: AcknowledgeJobInput) -> Result<Value, AwsError> {
+    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+    acknowledge(job, &input.nonce)
+}
+
+fn acknowledge_third_party_job(
+    jobs: &mut JobStore,
+    input: AcknowledgeThirdPartyJobInput,
+) -> Result<Value, AwsError> {
+    let job = find_job(jobs, &input.job_id, JobKind::ThirdParty)?;
+    check_client_token(job, &input.client_token)?;
+    acknowledge(job, &input.nonce)
+}
+
+fn get_job_details(jobs: &mut JobStore, input: GetJobDetailsInput) -> Result<Value, AwsError> {
+    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+    Ok(json!({
+        "jobDetails": {"id": job.id, "data": job.data_json(), "accountId": ACCOUNT_ID}
+    }))
+}
+
+fn get_third_party_job_details(
+    jobs: &mut JobStore,
+    input: GetThirdPartyJobDetailsInput,
+) -> Result<Value, AwsError> {
+    let job = jobs.get(&input.job_id).ok_or_else(job_not_found)?;
+    if job.kind != JobKind::ThirdParty {
         return Err(AwsError::client(
-            "InvalidClientTokenException",
-            "The client token does not match the job.",
+            "InvalidJobException",
+            "The job is not a third-party job.",
         ));
     }
-    ensure_open(job)?;
-    record_success(job, input.continuation_token);
-    Ok(json!({}))
+    check_client_token(job, &input.client_token)?;
+    let mut details = json!({"id": job.id, "data": job.data_json()});
+    if let Some(nonce) = &job.nonce {
+        details["nonce"] = json!(nonce);
+    }
+    Ok(json!({ "jobDetails": details }))
+}
+
+fn job_not_found() -> AwsError {
+    AwsError::client("JobNotFoundException", "The job was not found.")
 }
 
 /// Looks a job up; a job of the other kind does not exist for this operation.
 fn find_job<'a>(jobs: &'a mut JobStore, id: &str, kind: JobKind) -> Result<&'a mut Job, AwsError> {
     jobs.get_mut(id)
         .filter(|j| j.kind == kind)
-        .ok_or_else(|| AwsError::client("JobNotFoundException", "The job was not found."))
+        .ok_or_else(job_not_found)
+}
+
+fn check_client_token(job: &Job, client_token: &str) -> Result<(), AwsError> {
+    if job.client_token.as_deref() == Some(client_token) {
+        Ok(())
+    } else {
+        Err(AwsError::client(
+            "InvalidClientTokenException",
+            "The client token does not match the job.",
+        ))
+    }
 }
 
 fn ensure_open(job: &Job) -> Result<(), AwsError> {
-    match job.state {
-        JobState::InProgress => Ok(()),
-        done => Err(AwsError::client(
+    if job.state.is_open() {
+        Ok(())
+    } else {
+        Err(AwsError::client(
             "InvalidJobStateException",
-            format!("The job is {done:?} and cannot accept another result."),
-        )),
+            format!(
+                "The job is {:?} and cannot accept another result.",
+                job.state
+            ),
+        ))
     }
 }
 
-/// A continuation keeps the job open; a final success closes it.
-fn record_success(job: &mut Job, continuation_token: Option<String>) {
+/// The owner must be the one the poll operation serves (→ `ValidationException`)
+/// and the action type must be registered (→ `ActionTypeNotFoundException`).
+fn pollable_action_type(
+    jobs: &JobStore,
+    input: ActionTypeIdInput,
+    kind: JobKind,
+) -> Result<ActionTypeId, AwsError> {
+    let action_type_id = ActionTypeId::from(input);
+    if action_type_id.owner != kind.owner() {
+        let (operation, other) = match kind {
+            JobKind::Custom => ("PollForJobs", "PollForThirdPartyJobs"),
+            JobKind::ThirdParty => ("PollForThirdPartyJobs", "PollForJobs"),
+        };
+        return Err(AwsError::client(
+            "ValidationException",
+            format!(
+                "{operation} only serves action types with owner {}; use {other} for the others.",
+                kind.owner()
+            ),
+        ));
+    }
+    if !jobs.is_registered(&action_type_id) {
+        return Err(AwsError::client(
+            "ActionTypeNotFoundException",
+            "The specified action type cannot be found.",
+        ));
+    }
+    Ok(action_type_id)
+}
+
+/// `maxBatchSize` (validated ≥ 1), default 1.
+fn batch_size(max_batch_size: Option<i64>) -> usize {
+    max_batch_size
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .unwrap_or(1)
+}
+
+/// Only a `Dispatched` job with the dispatch's nonce can be acknowledged.
+fn acknowledge(job: &mut Job, nonce: &str) -> Result<Value, AwsError> {
+    if job.state != JobState::Dispatched {
+        return Err(AwsError::client(
+            "InvalidNonceException",
+            format!(
+                "The job is {:?}, not waiting for acknowledgement; the nonce is not valid.",
+                job.state
+            ),
+        ));
+    }
+    if job.nonce.as_deref() != Some(nonce) {
+        return Err(AwsError::client(
+            "InvalidNonceException",
+            "The nonce does not match the job's dispatch.",
+        ));
+    }
+    job.state = JobState::InProgress;
+    Ok(json!({"status": "InProgress"}))
+}
+
+/// A continuation keeps the job open (and `InProgress`) and queues a
+/// continuation job carrying the token; a final success closes the job.
+fn record_success(jobs: &mut JobStore, job_id: &str, continuation_token: Option<String>) {
+    let Some(job) = jobs.get_mut(job_id) else {
+        return;
+    };
     job.results_received += 1;
     match continuation_token {
-        Some(token) => job.continuation_token = Some(token),
+        Some(token) => {
+            job.state = JobState::InProgress;
+            job.continuation_token = Some(token.clone());
+            jobs.create_continuation(job_id, &token);
+        }
         None => job.state = JobState::Succeeded,
     }
+}
+
+fn record_failure(job: &mut Job, details: FailureDetailsInput) {
+    job.results_received += 1;
+    job.state = JobState::Failed;
+    job.failure = Some(FailureSnapshot {
+        failure_type: details.failure_type,
+        message: details.message,
+        external_execution_id: details.external_execution_id,
+    });
 }
 
 #[cfg(test)]
@@ -283,8 +575,8 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_operations_are_rejected() {
-        let r = dispatch("GetJobDetails", &mut JobStore::default(), &json!({}));
+    fn unknown_operations_are_rejected() {
+        let r = dispatch("ListPipelines", &mut JobStore::default(), &json!({}));
         assert_eq!(err_type(r), "UnknownOperationException");
     }
 }

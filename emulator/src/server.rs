@@ -79,10 +79,14 @@ pub(crate) async fn start(config: EmulatorConfig) -> io::Result<Arc<Shared>> {
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
+    let world = World {
+        jobs: JobStore::new(&config.region),
+        ..World::default()
+    };
     let shared = Arc::new(Shared {
         config,
         local_addr,
-        world: Mutex::new(World::default()),
+        world: Mutex::new(world),
         stop,
         accept_task: Mutex::new(None),
     });
