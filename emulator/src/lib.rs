@@ -14,7 +14,7 @@
 //! # async fn demo() -> std::io::Result<()> {
 //! use codepipeline_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
 //! let emu = Emulator::start(EmulatorConfig::default()).await?;
-//! let job = emu.create_custom_job();
+//! let job = emu.create_custom_job(); // Queued, of ActionTypeId::default_custom()
 //! emu.inject_fault(Fault::for_operation("PutJobSuccessResult", FaultKind::Throttle, 1));
 //! // ... point the SDK at emu.endpoint_url() with DEV_ACCESS_KEY_ID / DEV_SECRET_ACCESS_KEY ...
 //! assert!(emu.job(&job.job_id).is_some());
@@ -42,26 +42,95 @@
 //!   violations → 400 `ValidationException` listing all of them, never echoing
 //!   values); then injected faults; then the operation.
 //!
+//! # Action types
+//!
+//! Every job belongs to an [`ActionTypeId`] (`{category, owner, provider,
+//! version}`). Two are always registered: the default custom type
+//! `{Build, Custom, CpgwDevBuilder, 1}` ([`ActionTypeId::default_custom`]) and
+//! the default partner type `{Deploy, ThirdParty, CpgwDevPartner, 1}`
+//! ([`ActionTypeId::default_third_party`]). More are registered with
+//! [`Emulator::register_action_type`], `POST /_emulator/action-types`, or
+//! implicitly by creating a job of that type. Custom jobs need owner `Custom`,
+//! third-party jobs owner `ThirdParty`.
+//!
+//! # Jobs and their lifecycle
+//!
+//! Jobs exist because the control API or the Rust API created them
+//! ([`Emulator::create_job`] with a [`NewJob`], or the
+//! `create_custom_job` / `create_third_party_job` shorthands for the default
+//! types). Each job has AWS-shaped job data (`JobData` / `ThirdPartyJobData`,
+//! see [`Emulator::job_data`]):
+//!
+//! * `actionTypeId`; `actionConfiguration.configuration` (the job's map,
+//!   possibly `{}`);
+//! * `pipelineContext`: `pipelineName` (default `cpgw-dev-pipeline`),
+//!   `stage.name` (the action category), `action.name` (the provider) and
+//!   `action.actionExecutionId` (UUID), `pipelineArn`
+//!   (`arn:aws:codepipeline:<region>:123456789012:<pipeline>`, region
+//!   `us-east-1` by default), `pipelineExecutionId` (UUID);
+//! * `inputArtifacts`: `[{name: "SourceOutput", revision: <40 hex>, location}]`
+//!   (empty for `Source` actions); `outputArtifacts`:
+//!   `[{name: "<Category>Output", location}]`; each `location` is
+//!   `{"type": "S3", "s3Location": {"bucketName":
+//!   "codepipeline-<region>-123456789012", "objectKey": "<pipeline>/<artifact>/<random>"}}`
+//!   (names truncated to 20 and 10 characters, like AWS);
+//! * `artifactCredentials`: `{accessKeyId, secretAccessKey, sessionToken}`,
+//!   random fake STS-shaped values, fresh for every job — treat them as secrets;
+//! * `continuationToken`: only on continuation jobs;
+//! * `encryptionKey`: `{"id": "arn:aws:kms:<region>:123456789012:alias/aws/s3", "type": "KMS"}`.
+//!
+//! The account id is always [`ACCOUNT_ID`] (`123456789012`). Every response is
+//! checked against the model's output shape before it is sent (a violation
+//! would be an emulator bug, answered 500 `InternalFailure`).
+//!
+//! States ([`JobState`]): new jobs are `Queued`; a poll makes them
+//! `Dispatched` with a fresh nonce (a UUID); acknowledging with that nonce
+//! makes them `InProgress`; a final success makes them `Succeeded`, a failure
+//! result `Failed`. Results are accepted for `Queued`, `Dispatched` and
+//! `InProgress` jobs, so a job can be completed without polling it; results
+//! for `Succeeded` / `Failed` jobs are rejected with `InvalidJobStateException`.
+//! Dispatched jobs are never handed out again (no dispatch timeouts).
+//!
+//! **Continuations.** A success result with `continuationToken` keeps the job
+//! open (its state becomes `InProgress`, it accepts further results, and
+//! [`JobSnapshot::continuation_token`] records the token) *and* queues a
+//! continuation job: a new id, the same kind, action type, pipeline context,
+//! configuration and artifacts, fresh artifact credentials,
+//! `data.continuationToken` set to the token, state `Queued`, and for partner
+//! jobs the same client id and client token. [`JobSnapshot::continuation_of`]
+//! (`continuationOf` in the control API) names the job it continues.
+//!
 //! # Operations
 //!
-//! Implemented: `PutJobSuccessResult` and `PutThirdPartyJobSuccessResult`
-//! (unknown job or job of the other kind → `JobNotFoundException`; wrong client
-//! token → `InvalidClientTokenException`; finished job →
-//! `InvalidJobStateException`; `outputVariables` with `continuationToken` →
-//! `ValidationException`; output variables over 122880 bytes →
-//! `OutputVariablesSizeExceededException`; a continuation token keeps the job
-//! `InProgress`). The other eight job-worker operations are in the model and
-//! validated, but answer 400 `UnknownOperationException` until implemented.
+//! All ten job-worker operations are implemented. Where several checks apply,
+//! they run in the order listed. "Other kind" means a custom job's id given to
+//! a third-party operation or vice versa.
+//!
+//! | Operation | Answer | Errors |
+//! |---|---|---|
+//! | `PollForJobs {actionTypeId, maxBatchSize?, queryParam?}` | `{"jobs": [{"id", "data", "nonce", "accountId"}]}`: up to `maxBatchSize` (default 1) `Queued` custom jobs of exactly that action type whose configuration has `queryParam`'s key with that value, oldest first; they become `Dispatched` with a fresh nonce. No match → `{"jobs": []}` | owner not `Custom` → `ValidationException` (the emulator's choice); unregistered type → `ActionTypeNotFoundException` |
+//! | `PollForThirdPartyJobs {actionTypeId, maxBatchSize?}` | `{"jobs": [{"clientId", "jobId"}]}`, same selection for partner jobs; they become `Dispatched` with a fresh nonce | owner not `ThirdParty` → `ValidationException`; unregistered → `ActionTypeNotFoundException` |
+//! | `AcknowledgeJob {jobId, nonce}` | `{"status": "InProgress"}`; the job becomes `InProgress` | unknown or other kind → `JobNotFoundException`; job not `Dispatched` (never polled, already acknowledged — e.g. a retried acknowledgement — or finished) or wrong nonce → `InvalidNonceException` |
+//! | `AcknowledgeThirdPartyJob {jobId, nonce, clientToken}` | as `AcknowledgeJob` | unknown or other kind → `JobNotFoundException`; wrong token → `InvalidClientTokenException`; then as `AcknowledgeJob` |
+//! | `GetJobDetails {jobId}` | `{"jobDetails": {"id", "data", "accountId"}}` in any state | unknown or other kind → `JobNotFoundException` |
+//! | `GetThirdPartyJobDetails {jobId, clientToken}` | `{"jobDetails": {"id", "data", "nonce"}}` in any state; `nonce` is the latest dispatch's, absent until the job was polled | unknown → `JobNotFoundException`; custom job → `InvalidJobException`; wrong token → `InvalidClientTokenException` |
+//! | `PutJobSuccessResult` | `{}` | `outputVariables` with `continuationToken` → `ValidationException`; unknown or other kind → `JobNotFoundException`; finished → `InvalidJobStateException`; output variables over 122880 bytes (keys + values) → `OutputVariablesSizeExceededException` |
+//! | `PutThirdPartyJobSuccessResult` | `{}` | unknown or other kind → `JobNotFoundException`; wrong token → `InvalidClientTokenException`; finished → `InvalidJobStateException` |
+//! | `PutJobFailureResult {jobId, failureDetails}` | `{}`; the job becomes `Failed` and [`JobSnapshot::failure`] keeps the details | unknown or other kind → `JobNotFoundException`; finished → `InvalidJobStateException` |
+//! | `PutThirdPartyJobFailureResult {jobId, clientToken, failureDetails}` | as `PutJobFailureResult` | unknown or other kind → `JobNotFoundException`; wrong token → `InvalidClientTokenException`; finished → `InvalidJobStateException` |
 //!
 //! # Fidelity limits
 //!
-//! No pipelines, stages, actions, artifacts, or S3: jobs exist only because the
-//! control API created them, and start `InProgress` (as if polled and
-//! acknowledged). No job timeouts, no nonces, no IAM (any request signed with
-//! the configured key is allowed), a single account and region, no presigned
-//! (query-string) SigV4, no `x-amz-content-sha256` handling beyond signing it
-//! as a header, no real throttling (only injected), no HTTP/2 or TLS. Error
-//! messages are AWS-like, not byte-identical to AWS.
+//! No pipelines, stages, actions, artifacts in S3, or executions: jobs exist
+//! only because they were created through the control or Rust API, and their
+//! pipeline context and artifact locations are made up. No job or dispatch
+//! timeouts (a dispatched job that is never acknowledged stays `Dispatched`),
+//! no heartbeats, no IAM (any request signed with the configured key is
+//! allowed), a single account and region, no presigned (query-string) SigV4,
+//! no `x-amz-content-sha256` handling beyond signing it as a header, no real
+//! throttling (only injected), no HTTP/2 or TLS. Unlike AWS, a continuation
+//! result keeps the original job open (see above). Error messages are
+//! AWS-like, not byte-identical to AWS.
 //!
 //! # Control API
 //!
@@ -69,17 +138,33 @@
 //!
 //! | Request | Response |
 //! |---|---|
-//! | `POST /_emulator/jobs` body `{"kind":"custom"}`, `{"kind":"thirdParty"}` or empty (custom) | 201 job |
-//! | `GET /_emulator/jobs` | 200 `{"jobs":[job, …]}` in creation order |
+//! | `POST /_emulator/jobs` body empty or `{"kind"?: "custom"\|"thirdParty", "actionTypeId"?: {"category", "owner", "provider", "version"}, "configuration"?: {"key": "value", …}, "pipelineName"?: "…"}` | 201 job |
+//! | `GET /_emulator/jobs` | 200 `{"jobs":[job, …]}` in creation order (continuation jobs included) |
 //! | `GET /_emulator/jobs/{jobId}` | 200 job, or 404 |
+//! | `POST /_emulator/action-types` body `{"category", "owner", "provider", "version"}` | 201 the action type (registering an already registered type is fine) |
+//! | `GET /_emulator/action-types` | 200 `{"actionTypes":[…]}` in registration order, the two defaults first |
 //! | `GET /_emulator/requests` | 200 `{"requests":[RecordedRequest, …]}` in arrival order |
 //! | `DELETE /_emulator/requests` | 204 |
 //! | `POST /_emulator/faults` body `{"operation":null\|"PutJobSuccessResult", "kind":"throttle"\|"serverError"\|"delay"\|"resetBeforeApply"\|"resetAfterApply"\|"error", "times":1, "status":503, "delayMs":500, "errorType":"AccessDeniedException", "message":"…"}` | 201 the queued fault |
 //! | `GET /_emulator/faults` | 200 `{"faults":[…]}` still pending |
 //! | `DELETE /_emulator/faults` | 204 |
 //!
-//! A job is `{"jobId", "kind", "state", "resultsReceived", "continuationToken"}`
-//! plus `"clientId"` and `"clientToken"` for third-party jobs. For faults,
+//! Creating a job: `kind` defaults to the action type's owner (`ThirdParty` →
+//! `thirdParty`) or else `custom`; `actionTypeId` defaults to the kind's
+//! default type and is registered if new; its owner must match the kind.
+//! Configuration keys must be 1–50 and values 1–1000 characters, and
+//! `pipelineName` must match the model's `PipelineName`; action types are
+//! checked against the model's `ActionTypeId` (enum category and owner,
+//! provider and version patterns).
+//!
+//! A job is `{"jobId", "kind", "state", "resultsReceived", "continuationToken",
+//! "actionTypeId", "nonce", "failure", "continuationOf", "data"}` plus
+//! `"clientId"` and `"clientToken"` for third-party jobs. `state` is one of
+//! `Queued`, `Dispatched`, `InProgress`, `Succeeded`, `Failed`; `nonce` is the
+//! latest dispatch's nonce (`null` until polled); `failure` is `null` or
+//! `{"type", "message", "externalExecutionId"}`; `continuationOf` is `null` or
+//! the id of the job this one continues; `data` is the job data exactly as
+//! `PollForJobs` / `GetJobDetails` return it. For faults,
 //! `times` defaults to 1, `status` to 500 (`serverError`) or 400 (`error`),
 //! `operation` to any; `delayMs` is required for `delay` and `errorType` for
 //! `error`; unknown fields are rejected. Bad input → 400 `{"message": "…"}`

@@ -139,7 +139,7 @@ async fn protocol_errors() {
     assert_aws_error(&r, 400, "UnknownOperationException");
     assert!(r.body.contains("Content-Type"));
 
-    // Modelled but not yet emulated operation.
+    // Every modelled operation is emulated: the same body is a valid GetJobDetails.
     let r = signed(
         &emu,
         &body,
@@ -149,7 +149,8 @@ async fn protocol_errors() {
         },
     )
     .await;
-    assert_aws_error(&r, 400, "UnknownOperationException");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["jobDetails"]["id"], json!(job.job_id));
 
     // Missing authentication, and a stale signature.
     let r = raw(
@@ -242,7 +243,7 @@ async fn control_api_jobs() {
     assert_eq!(r.status, 201, "{r:?}");
     let custom = r.json();
     assert_eq!(custom["kind"], json!("custom"));
-    assert_eq!(custom["state"], json!("InProgress"));
+    assert_eq!(custom["state"], json!("Queued"));
     assert!(custom.get("clientToken").is_none());
 
     let r = raw(
@@ -286,11 +287,15 @@ async fn control_api_jobs() {
 
     let r = raw(&emu, "GET", "/_emulator/jobs", &[], b"").await;
     let jobs = r.json()["jobs"].as_array().unwrap().clone();
-    assert_eq!(jobs.len(), 3);
+    // The continuation result also queued a continuation job (the fourth, newest).
+    assert_eq!(jobs.len(), 4);
     assert_eq!(jobs[0]["jobId"], custom["jobId"]);
     assert_eq!(jobs[1]["resultsReceived"], json!(1));
     assert_eq!(jobs[1]["continuationToken"], json!("c"));
     assert_eq!(jobs[1]["state"], json!("InProgress"));
+    assert_eq!(jobs[3]["continuationOf"], json!(third_id));
+    assert_eq!(jobs[3]["state"], json!("Queued"));
+    assert_eq!(jobs[3]["data"]["continuationToken"], json!("c"));
 
     let r = raw(
         &emu,

@@ -294,7 +294,7 @@ async fn output_variables_size_limit() {
             .unwrap()
             .is_output_variables_size_exceeded_exception()
     );
-    assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::InProgress);
+    assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::Queued);
 
     // One byte less is exactly the limit and accepted.
     vars.insert("k3".to_owned(), "é".repeat(21_437));
@@ -361,10 +361,7 @@ async fn model_validation_through_the_sdk() {
     );
 
     let snap = emu.job(&job.job_id).unwrap();
-    assert_eq!(
-        (snap.state, snap.results_received),
-        (JobState::InProgress, 0)
-    );
+    assert_eq!((snap.state, snap.results_received), (JobState::Queued, 0));
     let recorded = emu.requests();
     assert!(
         recorded
@@ -420,7 +417,7 @@ async fn authentication() {
     assert_eq!(code(&err), "InvalidSignatureException");
 
     // Auth failures must not touch job state, and are recorded as unsigned.
-    assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::InProgress);
+    assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::Queued);
     let recorded = emu.requests();
     assert_eq!(recorded.len(), 3);
     assert!(
@@ -666,10 +663,7 @@ async fn reset_before_apply_is_a_transport_error_and_changes_nothing() {
     );
     assert!(err.raw_response().is_none());
     let snap = emu.job(&job.job_id).unwrap();
-    assert_eq!(
-        (snap.state, snap.results_received),
-        (JobState::InProgress, 0)
-    );
+    assert_eq!((snap.state, snap.results_received), (JobState::Queued, 0));
     let r = emu.requests().pop().unwrap();
     assert_eq!(
         (r.status, r.fault.as_deref(), r.error_type),
