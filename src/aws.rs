@@ -15,14 +15,13 @@ use aws_sdk_codepipeline::{
     Client,
     error::{ProvideErrorMetadata, SdkError},
     operation::RequestId,
-    types,
 };
-use aws_smithy_types::{DateTime, retry::RetryConfig};
+use aws_smithy_types::retry::RetryConfig;
 use tokio::time::Instant;
 
 use crate::{
-    call::{AwsErrorDetails, AwsRequest, Call, CallError, CallSuccess, ErrorKind},
-    proto::v1,
+    call::{AwsErrorDetails, AwsOutput, AwsRequest, Call, CallError, CallSuccess, ErrorKind},
+    convert,
 };
 
 /// The SDK's own retries are switched off: the gateway's retry layer is the
@@ -124,7 +123,41 @@ impl tower::Service<Call> for Forwarder {
 }
 
 async fn send(client: &Client, request: &AwsRequest) -> Result<CallSuccess, CallError> {
-    match request {
+    use convert::*;
+    let (request_id, output) = match request {
+        AwsRequest::PollForJobs(r) => {
+            let output = client
+                .poll_for_jobs()
+                .set_action_type_id(r.action_type_id.as_ref().map(action_type_id))
+                .set_max_batch_size(r.max_batch_size)
+                .set_query_param((!r.query_param.is_empty()).then(|| r.query_param.clone()))
+                .send()
+                .await
+                .map_err(classify)?;
+            let jobs = output.jobs().iter().map(job_from).collect();
+            (id(&output), AwsOutput::Jobs(jobs))
+        }
+        AwsRequest::AcknowledgeJob(r) => {
+            let output = client
+                .acknowledge_job()
+                .job_id(&r.job_id)
+                .nonce(&r.nonce)
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = job_status_from(output.status());
+            (id(&output), AwsOutput::Status(status))
+        }
+        AwsRequest::GetJobDetails(r) => {
+            let output = client
+                .get_job_details()
+                .job_id(&r.job_id)
+                .send()
+                .await
+                .map_err(classify)?;
+            let details = output.job_details().map(job_details_from);
+            (id(&output), AwsOutput::JobDetails(details))
+        }
         AwsRequest::PutJobSuccessResult(r) => {
             let output = client
                 .put_job_success_result()
@@ -138,7 +171,51 @@ async fn send(client: &Client, request: &AwsRequest) -> Result<CallSuccess, Call
                 .send()
                 .await
                 .map_err(classify)?;
-            Ok(success(output.request_id()))
+            (id(&output), AwsOutput::Empty)
+        }
+        AwsRequest::PutJobFailureResult(r) => {
+            let output = client
+                .put_job_failure_result()
+                .job_id(&r.job_id)
+                .set_failure_details(r.failure_details.as_ref().map(failure_details))
+                .send()
+                .await
+                .map_err(classify)?;
+            (id(&output), AwsOutput::Empty)
+        }
+        AwsRequest::PollForThirdPartyJobs(r) => {
+            let output = client
+                .poll_for_third_party_jobs()
+                .set_action_type_id(r.action_type_id.as_ref().map(action_type_id))
+                .set_max_batch_size(r.max_batch_size)
+                .send()
+                .await
+                .map_err(classify)?;
+            let jobs = output.jobs().iter().map(third_party_job_from).collect();
+            (id(&output), AwsOutput::ThirdPartyJobs(jobs))
+        }
+        AwsRequest::AcknowledgeThirdPartyJob(r) => {
+            let output = client
+                .acknowledge_third_party_job()
+                .job_id(&r.job_id)
+                .nonce(&r.nonce)
+                .client_token(&r.client_token)
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = job_status_from(output.status());
+            (id(&output), AwsOutput::Status(status))
+        }
+        AwsRequest::GetThirdPartyJobDetails(r) => {
+            let output = client
+                .get_third_party_job_details()
+                .job_id(&r.job_id)
+                .client_token(&r.client_token)
+                .send()
+                .await
+                .map_err(classify)?;
+            let details = output.job_details().map(third_party_job_details_from);
+            (id(&output), AwsOutput::ThirdPartyJobDetails(details))
         }
         AwsRequest::PutThirdPartyJobSuccessResult(r) => {
             let output = client
@@ -151,45 +228,29 @@ async fn send(client: &Client, request: &AwsRequest) -> Result<CallSuccess, Call
                 .send()
                 .await
                 .map_err(classify)?;
-            Ok(success(output.request_id()))
+            (id(&output), AwsOutput::Empty)
         }
-    }
-}
-
-fn success(request_id: Option<&str>) -> CallSuccess {
-    CallSuccess {
-        aws_request_id: request_id.map(str::to_owned),
+        AwsRequest::PutThirdPartyJobFailureResult(r) => {
+            let output = client
+                .put_third_party_job_failure_result()
+                .job_id(&r.job_id)
+                .client_token(&r.client_token)
+                .set_failure_details(r.failure_details.as_ref().map(failure_details))
+                .send()
+                .await
+                .map_err(classify)?;
+            (id(&output), AwsOutput::Empty)
+        }
+    };
+    Ok(CallSuccess {
+        aws_request_id: request_id,
         attempts: 1,
-    }
+        output,
+    })
 }
 
-/// An empty string means "not set" and is not sent.
-fn non_empty(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| value.to_owned())
-}
-
-fn current_revision(revision: &v1::CurrentRevision) -> types::CurrentRevision {
-    types::CurrentRevision::builder()
-        .revision(&revision.revision)
-        .change_identifier(&revision.change_identifier)
-        .set_created(
-            revision
-                .created
-                .as_ref()
-                .map(|t| DateTime::from_secs_and_nanos(t.seconds, t.nanos as u32)),
-        )
-        .set_revision_summary(non_empty(&revision.revision_summary))
-        .build()
-        // Validation guarantees both required members are present.
-        .expect("validated revision has its required members")
-}
-
-fn execution_details(details: &v1::ExecutionDetails) -> types::ExecutionDetails {
-    types::ExecutionDetails::builder()
-        .set_summary(non_empty(&details.summary))
-        .set_external_execution_id(non_empty(&details.external_execution_id))
-        .set_percent_complete(details.percent_complete)
-        .build()
+fn id(output: &impl RequestId) -> Option<String> {
+    output.request_id().map(str::to_owned)
 }
 
 /// AWS error codes that mean the gateway's own identity is the problem.
@@ -227,6 +288,9 @@ pub fn kind_of(code: Option<&str>, http_status: Option<u16>) -> ErrorKind {
         Some("JobNotFoundException") => ErrorKind::JobNotFound,
         Some("InvalidJobStateException") => ErrorKind::InvalidJobState,
         Some("InvalidClientTokenException") => ErrorKind::InvalidClientToken,
+        Some("ActionTypeNotFoundException") => ErrorKind::ActionTypeNotFound,
+        Some("InvalidNonceException") => ErrorKind::InvalidNonce,
+        Some("InvalidJobException") => ErrorKind::InvalidJob,
         Some(c) if THROTTLING_CODES.contains(&c) => ErrorKind::Throttled,
         Some(c) if MISCONFIGURATION_CODES.contains(&c) => ErrorKind::Misconfigured,
         _ => match http_status {
@@ -354,6 +418,9 @@ mod tests {
             ErrorKind::JobNotFound,
             ErrorKind::InvalidJobState,
             ErrorKind::InvalidClientToken,
+            ErrorKind::ActionTypeNotFound,
+            ErrorKind::InvalidNonce,
+            ErrorKind::InvalidJob,
             ErrorKind::Throttled,
             ErrorKind::ServerError,
             ErrorKind::Transport,

@@ -8,27 +8,51 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::proto::v1::{PutJobSuccessResultRequest, PutThirdPartyJobSuccessResultRequest};
+use crate::proto::v1;
 
 /// The CodePipeline operations the gateway forwards. Rate limits, metrics and
 /// logs are kept per operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
+    PollForJobs,
+    AcknowledgeJob,
+    GetJobDetails,
     PutJobSuccessResult,
+    PutJobFailureResult,
+    PollForThirdPartyJobs,
+    AcknowledgeThirdPartyJob,
+    GetThirdPartyJobDetails,
     PutThirdPartyJobSuccessResult,
+    PutThirdPartyJobFailureResult,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 2] = [
+    pub const ALL: [Operation; 10] = [
+        Operation::PollForJobs,
+        Operation::AcknowledgeJob,
+        Operation::GetJobDetails,
         Operation::PutJobSuccessResult,
+        Operation::PutJobFailureResult,
+        Operation::PollForThirdPartyJobs,
+        Operation::AcknowledgeThirdPartyJob,
+        Operation::GetThirdPartyJobDetails,
         Operation::PutThirdPartyJobSuccessResult,
+        Operation::PutThirdPartyJobFailureResult,
     ];
 
     /// The AWS operation name, as in `X-Amz-Target` and IAM actions.
     pub fn name(self) -> &'static str {
         match self {
+            Operation::PollForJobs => "PollForJobs",
+            Operation::AcknowledgeJob => "AcknowledgeJob",
+            Operation::GetJobDetails => "GetJobDetails",
             Operation::PutJobSuccessResult => "PutJobSuccessResult",
+            Operation::PutJobFailureResult => "PutJobFailureResult",
+            Operation::PollForThirdPartyJobs => "PollForThirdPartyJobs",
+            Operation::AcknowledgeThirdPartyJob => "AcknowledgeThirdPartyJob",
+            Operation::GetThirdPartyJobDetails => "GetThirdPartyJobDetails",
             Operation::PutThirdPartyJobSuccessResult => "PutThirdPartyJobSuccessResult",
+            Operation::PutThirdPartyJobFailureResult => "PutThirdPartyJobFailureResult",
         }
     }
 }
@@ -41,18 +65,38 @@ impl fmt::Display for Operation {
 
 /// A validated request, ready to forward. Cloning is cheap (the body is shared),
 /// because the retry layer keeps a copy for each further attempt.
+/// Third-party requests hold the client token the gateway resolved, which
+/// may differ from the (possibly empty) one in the caller's message.
 #[derive(Clone)]
 pub enum AwsRequest {
-    PutJobSuccessResult(Arc<PutJobSuccessResultRequest>),
-    PutThirdPartyJobSuccessResult(Arc<PutThirdPartyJobSuccessResultRequest>),
+    PollForJobs(Arc<v1::PollForJobsRequest>),
+    AcknowledgeJob(Arc<v1::AcknowledgeJobRequest>),
+    GetJobDetails(Arc<v1::GetJobDetailsRequest>),
+    PutJobSuccessResult(Arc<v1::PutJobSuccessResultRequest>),
+    PutJobFailureResult(Arc<v1::PutJobFailureResultRequest>),
+    PollForThirdPartyJobs(Arc<v1::PollForThirdPartyJobsRequest>),
+    AcknowledgeThirdPartyJob(Arc<v1::AcknowledgeThirdPartyJobRequest>),
+    GetThirdPartyJobDetails(Arc<v1::GetThirdPartyJobDetailsRequest>),
+    PutThirdPartyJobSuccessResult(Arc<v1::PutThirdPartyJobSuccessResultRequest>),
+    PutThirdPartyJobFailureResult(Arc<v1::PutThirdPartyJobFailureResultRequest>),
 }
 
 impl AwsRequest {
     pub fn operation(&self) -> Operation {
         match self {
+            AwsRequest::PollForJobs(_) => Operation::PollForJobs,
+            AwsRequest::AcknowledgeJob(_) => Operation::AcknowledgeJob,
+            AwsRequest::GetJobDetails(_) => Operation::GetJobDetails,
             AwsRequest::PutJobSuccessResult(_) => Operation::PutJobSuccessResult,
+            AwsRequest::PutJobFailureResult(_) => Operation::PutJobFailureResult,
+            AwsRequest::PollForThirdPartyJobs(_) => Operation::PollForThirdPartyJobs,
+            AwsRequest::AcknowledgeThirdPartyJob(_) => Operation::AcknowledgeThirdPartyJob,
+            AwsRequest::GetThirdPartyJobDetails(_) => Operation::GetThirdPartyJobDetails,
             AwsRequest::PutThirdPartyJobSuccessResult(_) => {
                 Operation::PutThirdPartyJobSuccessResult
+            }
+            AwsRequest::PutThirdPartyJobFailureResult(_) => {
+                Operation::PutThirdPartyJobFailureResult
             }
         }
     }
@@ -74,13 +118,42 @@ pub struct Call {
     pub deadline: Instant,
 }
 
+/// What AWS answered, already in the gateway's proto types.
+#[derive(Clone, Default, PartialEq)]
+pub enum AwsOutput {
+    /// The operation answers nothing but success.
+    #[default]
+    Empty,
+    Jobs(Vec<v1::Job>),
+    Status(v1::JobStatus),
+    JobDetails(Option<v1::JobDetails>),
+    ThirdPartyJobs(Vec<v1::ThirdPartyJob>),
+    ThirdPartyJobDetails(Option<v1::ThirdPartyJobDetails>),
+}
+
+/// Only the shape: job data holds artifact credentials and configuration
+/// values, which must never be logged.
+impl fmt::Debug for AwsOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AwsOutput::Empty => f.write_str("Empty"),
+            AwsOutput::Jobs(jobs) => write!(f, "Jobs(<{} jobs>)", jobs.len()),
+            AwsOutput::Status(status) => write!(f, "Status({status:?})"),
+            AwsOutput::JobDetails(_) => f.write_str("JobDetails(<redacted>)"),
+            AwsOutput::ThirdPartyJobs(jobs) => write!(f, "ThirdPartyJobs(<{} jobs>)", jobs.len()),
+            AwsOutput::ThirdPartyJobDetails(_) => f.write_str("ThirdPartyJobDetails(<redacted>)"),
+        }
+    }
+}
+
 /// AWS accepted the request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallSuccess {
     /// `x-amzn-RequestId` of the attempt that succeeded.
     pub aws_request_id: Option<String>,
     /// How many attempts were sent to AWS, this one included.
     pub attempts: u32,
+    pub output: AwsOutput,
 }
 
 /// What went wrong, as far as the caller needs to know.
@@ -96,6 +169,13 @@ pub enum ErrorKind {
     InvalidJobState,
     /// AWS `InvalidClientTokenException`.
     InvalidClientToken,
+    /// AWS `ActionTypeNotFoundException`.
+    ActionTypeNotFound,
+    /// AWS `InvalidNonceException`: another worker claimed the job, or this
+    /// worker's own earlier acknowledgement landed.
+    InvalidNonce,
+    /// AWS `InvalidJobException`.
+    InvalidJob,
     /// AWS throttled the request.
     Throttled,
     /// AWS answered with a 5xx.

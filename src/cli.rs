@@ -6,7 +6,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{rate_limit::RateLimitSettings, retry::RetrySettings, server::Settings};
+use crate::{
+    rate_limit::RateLimitSettings,
+    retry::RetrySettings,
+    server::{ClientTokenSettings, Settings},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,6 +83,13 @@ pub struct GatewayArgs {
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "CPGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Partner client tokens: a JSON file {"<clientId>": "<clientToken>"} (e.g. a mounted
+    /// Secret). Third-party calls that omit clientToken get it from here. Off when unset.
+    #[arg(long, env = "CPGW_CLIENT_TOKENS_FILE")]
+    pub client_tokens_file: Option<std::path::PathBuf>,
+    /// How often the client-token file is checked for changes.
+    #[arg(long, env = "CPGW_CLIENT_TOKENS_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub client_tokens_reload: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,7 +144,16 @@ impl GatewayArgs {
             default_deadline,
             shutdown_grace,
             log_format: _,
+            client_tokens_file,
+            client_tokens_reload,
         } = self.clone();
+        if client_tokens_reload.is_zero() {
+            return Err(bad(
+                "client-tokens-reload",
+                "CPGW_CLIENT_TOKENS_RELOAD",
+                "must be greater than 0",
+            ));
+        }
         if !(rate_limit_rps.is_finite() && rate_limit_rps > 0.0) {
             return Err(bad(
                 "rate-limit-rps",
@@ -206,6 +226,10 @@ impl GatewayArgs {
             attempt_timeout,
             default_deadline,
             shutdown_grace,
+            client_tokens: client_tokens_file.map(|path| ClientTokenSettings {
+                path,
+                reload_interval: client_tokens_reload,
+            }),
         })
     }
 }

@@ -79,8 +79,10 @@ pub fn reason_from_aws_code(code: &str) -> String {
 fn code_for(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::Validation | ErrorKind::OutputVariablesSizeExceeded => Code::InvalidArgument,
-        ErrorKind::JobNotFound => Code::NotFound,
-        ErrorKind::InvalidJobState => Code::FailedPrecondition,
+        ErrorKind::JobNotFound | ErrorKind::ActionTypeNotFound => Code::NotFound,
+        ErrorKind::InvalidJobState | ErrorKind::InvalidNonce | ErrorKind::InvalidJob => {
+            Code::FailedPrecondition
+        }
         ErrorKind::InvalidClientToken => Code::PermissionDenied,
         ErrorKind::Throttled
         | ErrorKind::ServerError
@@ -134,6 +136,12 @@ fn message_for(error: &CallError) -> String {
             error.attempts,
             if error.attempts == 1 { "" } else { "s" },
             aws_message.unwrap_or_else(|| error.detail.clone())
+        ),
+        // Say what it means for the worker, not only what AWS said.
+        ErrorKind::InvalidNonce => format!(
+            "{} (the nonce no longer claims this job: another worker acknowledged it, or an \
+             earlier acknowledgement of yours already did)",
+            aws_message.unwrap_or_else(|| "invalid nonce".to_owned())
         ),
         _ => aws_message.unwrap_or_else(|| error.detail.clone()),
     };
@@ -211,6 +219,9 @@ mod tests {
             ),
             (ErrorKind::JobNotFound, Code::NotFound),
             (ErrorKind::InvalidJobState, Code::FailedPrecondition),
+            (ErrorKind::ActionTypeNotFound, Code::NotFound),
+            (ErrorKind::InvalidNonce, Code::FailedPrecondition),
+            (ErrorKind::InvalidJob, Code::FailedPrecondition),
             (ErrorKind::InvalidClientToken, Code::PermissionDenied),
             (ErrorKind::Throttled, Code::Unavailable),
             (ErrorKind::ServerError, Code::Unavailable),

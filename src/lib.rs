@@ -11,6 +11,8 @@ pub mod admin;
 pub mod aws;
 pub mod call;
 pub mod cli;
+pub mod client_tokens;
+pub mod convert;
 pub mod deadline;
 pub mod error;
 pub mod logging;

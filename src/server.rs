@@ -10,6 +10,7 @@ use tower::ServiceBuilder;
 
 use crate::{
     aws::Forwarder,
+    client_tokens::ClientTokens,
     metrics::Metrics,
     proto::{
         ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
@@ -30,6 +31,15 @@ pub struct Settings {
     pub attempt_timeout: Duration,
     pub default_deadline: Duration,
     pub shutdown_grace: Duration,
+    /// The partner client-token map, if the operator configured one.
+    pub client_tokens: Option<ClientTokenSettings>,
+}
+
+/// Where the client-token map lives and how often to look for changes.
+#[derive(Clone, Debug)]
+pub struct ClientTokenSettings {
+    pub path: std::path::PathBuf,
+    pub reload_interval: Duration,
 }
 
 /// Builds rate limit → retry → AWS around one SDK client. The limiter and
@@ -66,12 +76,22 @@ impl Gateway {
         let grpc_addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
+        let client_tokens = match &settings.client_tokens {
+            Some(tokens) => {
+                let map =
+                    Arc::new(ClientTokens::load(&tokens.path).map_err(std::io::Error::other)?);
+                map.watch(tokens.reload_interval);
+                Some(map)
+            }
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let job_worker = JobWorker::new(
             forwarding_stack(&settings, client),
             metrics.clone(),
             settings.default_deadline,
             settings.retry.clone(),
+            client_tokens,
         );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -9,15 +9,12 @@ use tonic::{Code, Request, Response, Status};
 use tower::{ServiceExt, util::BoxCloneSyncService};
 
 use crate::{
-    call::{AwsRequest, Call, CallError, CallSuccess, Operation},
+    call::{AwsOutput, AwsRequest, Call, CallError, CallSuccess, Operation},
+    client_tokens::{ClientTokens, fill_in},
     deadline::deadline_for,
     error::{call_error_status, invalid_request_status},
     metrics::{Metrics, code_name},
-    proto::v1::{
-        PutJobSuccessResultRequest, PutJobSuccessResultResponse,
-        PutThirdPartyJobSuccessResultRequest, PutThirdPartyJobSuccessResultResponse,
-        job_worker_service_server::JobWorkerService,
-    },
+    proto::v1::{self, job_worker_service_server::JobWorkerService},
     retry::{RetrySettings, suggested_retry_delay},
     validation::{self, InvalidRequest},
 };
@@ -30,6 +27,7 @@ pub struct JobWorker {
     metrics: Arc<Metrics>,
     default_deadline: Duration,
     retry: RetrySettings,
+    client_tokens: Option<Arc<ClientTokens>>,
 }
 
 impl JobWorker {
@@ -38,12 +36,14 @@ impl JobWorker {
         metrics: Arc<Metrics>,
         default_deadline: Duration,
         retry: RetrySettings,
+        client_tokens: Option<Arc<ClientTokens>>,
     ) -> Self {
         JobWorker {
             stack,
             metrics,
             default_deadline,
             retry,
+            client_tokens,
         }
     }
 
@@ -54,7 +54,7 @@ impl JobWorker {
         grpc_timeout: Option<String>,
         checked: Result<(), InvalidRequest>,
         request: impl FnOnce() -> AwsRequest,
-    ) -> Result<String, Status> {
+    ) -> Result<CallSuccess, Status> {
         let arrived = Instant::now();
         let deadline = deadline_for(grpc_timeout.as_deref(), self.default_deadline, arrived);
 
@@ -136,9 +136,7 @@ impl JobWorker {
                     .record_call(method, status.code(), latency.as_secs_f64(), attempts);
             }
         }
-        outcome
-            .map(|success| success.aws_request_id.unwrap_or_default())
-            .map_err(|(status, _)| status)
+        outcome.map_err(|(status, _)| status)
     }
 }
 
@@ -150,42 +148,222 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Validates and forwards one request type: `$validate` checks the message,
+/// `$variant` wraps it for the stack. Evaluates to the call's `CallSuccess`.
+macro_rules! forward {
+    ($self:ident, $request:ident, $operation:ident, $validate:path) => {{
+        let timeout = grpc_timeout(&$request);
+        let body = $request.into_inner();
+        let checked = $validate(&body);
+        $self
+            .handle(Operation::$operation, timeout, checked, || {
+                AwsRequest::$operation(Arc::new(body))
+            })
+            .await?
+    }};
+}
+
+fn request_id(success: &CallSuccess) -> String {
+    success.aws_request_id.clone().unwrap_or_default()
+}
+
 #[tonic::async_trait]
 impl JobWorkerService for JobWorker {
+    async fn poll_for_jobs(
+        &self,
+        request: Request<v1::PollForJobsRequest>,
+    ) -> Result<Response<v1::PollForJobsResponse>, Status> {
+        let success = forward!(self, request, PollForJobs, validation::poll_for_jobs);
+        let aws_request_id = request_id(&success);
+        let AwsOutput::Jobs(jobs) = success.output else {
+            unreachable!("PollForJobs answers jobs")
+        };
+        Ok(Response::new(v1::PollForJobsResponse {
+            jobs,
+            aws_request_id,
+        }))
+    }
+
+    async fn acknowledge_job(
+        &self,
+        request: Request<v1::AcknowledgeJobRequest>,
+    ) -> Result<Response<v1::AcknowledgeJobResponse>, Status> {
+        let success = forward!(self, request, AcknowledgeJob, validation::acknowledge_job);
+        let aws_request_id = request_id(&success);
+        let AwsOutput::Status(status) = success.output else {
+            unreachable!("AcknowledgeJob answers a status")
+        };
+        Ok(Response::new(v1::AcknowledgeJobResponse {
+            status: status.into(),
+            aws_request_id,
+        }))
+    }
+
+    async fn get_job_details(
+        &self,
+        request: Request<v1::GetJobDetailsRequest>,
+    ) -> Result<Response<v1::GetJobDetailsResponse>, Status> {
+        let success = forward!(self, request, GetJobDetails, validation::get_job_details);
+        let aws_request_id = request_id(&success);
+        let AwsOutput::JobDetails(job_details) = success.output else {
+            unreachable!("GetJobDetails answers job details")
+        };
+        Ok(Response::new(v1::GetJobDetailsResponse {
+            job_details,
+            aws_request_id,
+        }))
+    }
+
     async fn put_job_success_result(
         &self,
-        request: Request<PutJobSuccessResultRequest>,
-    ) -> Result<Response<PutJobSuccessResultResponse>, Status> {
-        let timeout = grpc_timeout(&request);
-        let body = request.into_inner();
-        let checked = validation::put_job_success_result(&body);
-        let aws_request_id = self
-            .handle(Operation::PutJobSuccessResult, timeout, checked, || {
-                AwsRequest::PutJobSuccessResult(Arc::new(body))
-            })
-            .await?;
-        Ok(Response::new(PutJobSuccessResultResponse {
+        request: Request<v1::PutJobSuccessResultRequest>,
+    ) -> Result<Response<v1::PutJobSuccessResultResponse>, Status> {
+        let success = forward!(
+            self,
+            request,
+            PutJobSuccessResult,
+            validation::put_job_success_result
+        );
+        Ok(Response::new(v1::PutJobSuccessResultResponse {
+            aws_request_id: request_id(&success),
+        }))
+    }
+
+    async fn put_job_failure_result(
+        &self,
+        request: Request<v1::PutJobFailureResultRequest>,
+    ) -> Result<Response<v1::PutJobFailureResultResponse>, Status> {
+        let success = forward!(
+            self,
+            request,
+            PutJobFailureResult,
+            validation::put_job_failure_result
+        );
+        Ok(Response::new(v1::PutJobFailureResultResponse {
+            aws_request_id: request_id(&success),
+        }))
+    }
+
+    async fn poll_for_third_party_jobs(
+        &self,
+        request: Request<v1::PollForThirdPartyJobsRequest>,
+    ) -> Result<Response<v1::PollForThirdPartyJobsResponse>, Status> {
+        let success = forward!(
+            self,
+            request,
+            PollForThirdPartyJobs,
+            validation::poll_for_third_party_jobs
+        );
+        let aws_request_id = request_id(&success);
+        let AwsOutput::ThirdPartyJobs(jobs) = success.output else {
+            unreachable!("PollForThirdPartyJobs answers jobs")
+        };
+        if let Some(map) = &self.client_tokens {
+            for job in &jobs {
+                map.remember(&job.job_id, &job.client_id);
+            }
+        }
+        Ok(Response::new(v1::PollForThirdPartyJobsResponse {
+            jobs,
+            aws_request_id,
+        }))
+    }
+
+    async fn acknowledge_third_party_job(
+        &self,
+        mut request: Request<v1::AcknowledgeThirdPartyJobRequest>,
+    ) -> Result<Response<v1::AcknowledgeThirdPartyJobResponse>, Status> {
+        let body = request.get_mut();
+        fill_in(
+            self.client_tokens.as_deref(),
+            &mut body.client_token,
+            &body.job_id,
+            &body.client_id,
+        );
+        let success = forward!(
+            self,
+            request,
+            AcknowledgeThirdPartyJob,
+            validation::acknowledge_third_party_job
+        );
+        let aws_request_id = request_id(&success);
+        let AwsOutput::Status(status) = success.output else {
+            unreachable!("AcknowledgeThirdPartyJob answers a status")
+        };
+        Ok(Response::new(v1::AcknowledgeThirdPartyJobResponse {
+            status: status.into(),
+            aws_request_id,
+        }))
+    }
+
+    async fn get_third_party_job_details(
+        &self,
+        mut request: Request<v1::GetThirdPartyJobDetailsRequest>,
+    ) -> Result<Response<v1::GetThirdPartyJobDetailsResponse>, Status> {
+        let body = request.get_mut();
+        fill_in(
+            self.client_tokens.as_deref(),
+            &mut body.client_token,
+            &body.job_id,
+            &body.client_id,
+        );
+        let success = forward!(
+            self,
+            request,
+            GetThirdPartyJobDetails,
+            validation::get_third_party_job_details
+        );
+        let aws_request_id = request_id(&success);
+        let AwsOutput::ThirdPartyJobDetails(job_details) = success.output else {
+            unreachable!("GetThirdPartyJobDetails answers job details")
+        };
+        Ok(Response::new(v1::GetThirdPartyJobDetailsResponse {
+            job_details,
             aws_request_id,
         }))
     }
 
     async fn put_third_party_job_success_result(
         &self,
-        request: Request<PutThirdPartyJobSuccessResultRequest>,
-    ) -> Result<Response<PutThirdPartyJobSuccessResultResponse>, Status> {
-        let timeout = grpc_timeout(&request);
-        let body = request.into_inner();
-        let checked = validation::put_third_party_job_success_result(&body);
-        let aws_request_id = self
-            .handle(
-                Operation::PutThirdPartyJobSuccessResult,
-                timeout,
-                checked,
-                || AwsRequest::PutThirdPartyJobSuccessResult(Arc::new(body)),
-            )
-            .await?;
-        Ok(Response::new(PutThirdPartyJobSuccessResultResponse {
-            aws_request_id,
+        mut request: Request<v1::PutThirdPartyJobSuccessResultRequest>,
+    ) -> Result<Response<v1::PutThirdPartyJobSuccessResultResponse>, Status> {
+        let body = request.get_mut();
+        fill_in(
+            self.client_tokens.as_deref(),
+            &mut body.client_token,
+            &body.job_id,
+            &body.client_id,
+        );
+        let success = forward!(
+            self,
+            request,
+            PutThirdPartyJobSuccessResult,
+            validation::put_third_party_job_success_result
+        );
+        Ok(Response::new(v1::PutThirdPartyJobSuccessResultResponse {
+            aws_request_id: request_id(&success),
+        }))
+    }
+
+    async fn put_third_party_job_failure_result(
+        &self,
+        mut request: Request<v1::PutThirdPartyJobFailureResultRequest>,
+    ) -> Result<Response<v1::PutThirdPartyJobFailureResultResponse>, Status> {
+        let body = request.get_mut();
+        fill_in(
+            self.client_tokens.as_deref(),
+            &mut body.client_token,
+            &body.job_id,
+            &body.client_id,
+        );
+        let success = forward!(
+            self,
+            request,
+            PutThirdPartyJobFailureResult,
+            validation::put_third_party_job_failure_result
+        );
+        Ok(Response::new(v1::PutThirdPartyJobFailureResultResponse {
+            aws_request_id: request_id(&success),
         }))
     }
 }

@@ -12,8 +12,11 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::proto::v1::{
-    CurrentRevision, ExecutionDetails, PutJobSuccessResultRequest,
-    PutThirdPartyJobSuccessResultRequest,
+    AcknowledgeJobRequest, AcknowledgeThirdPartyJobRequest, ActionCategory, ActionOwner,
+    ActionTypeId, CurrentRevision, ExecutionDetails, FailureDetails, FailureType,
+    GetJobDetailsRequest, GetThirdPartyJobDetailsRequest, PollForJobsRequest,
+    PollForThirdPartyJobsRequest, PutJobFailureResultRequest, PutJobSuccessResultRequest,
+    PutThirdPartyJobFailureResultRequest, PutThirdPartyJobSuccessResultRequest,
 };
 
 /// CodePipeline's documented limit on all output variables of one action, in bytes.
@@ -28,6 +31,10 @@ static JOB_ID: LazyLock<Regex> = LazyLock::new(|| {
 });
 static OUTPUT_VARIABLE_KEY: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9@\-_]+$").expect("valid"));
+static PROVIDER_OR_VERSION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new("^[0-9A-Za-z_-]+$").expect("valid"));
+static QUERY_PARAM_VALUE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new("^[a-zA-Z0-9_-]+$").expect("valid"));
 
 /// One bad field: its JSON path and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,10 +69,108 @@ pub fn put_third_party_job_success_result(
 ) -> Result<(), InvalidRequest> {
     let mut check = Checker::default();
     check.required_length("jobId", &request.job_id, 1, 512);
-    check.required_length("clientToken", &request.client_token, 1, 256);
+    check.client_token(&request.client_token, &request.client_id);
     check.revision(request.current_revision.as_ref());
     check.optional_length("continuationToken", &request.continuation_token, 1, 2048);
     check.execution_details(request.execution_details.as_ref());
+    check.finish()
+}
+
+/// Checks a `PollForJobs` request.
+pub fn poll_for_jobs(request: &PollForJobsRequest) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.action_type_id(request.action_type_id.as_ref());
+    check.max_batch_size(request.max_batch_size);
+    if request.query_param.len() > 1 {
+        check.violation("queryParam", "may hold at most one entry");
+    }
+    let mut keys: Vec<&String> = request.query_param.keys().collect();
+    keys.sort();
+    for key in keys {
+        let path = format!("queryParam[{}]", serde_json::Value::from(key.as_str()));
+        let length = key.chars().count();
+        if !(1..=50).contains(&length) {
+            check.violation(
+                &path,
+                format!("key must be 1 to 50 characters long, but is {length}"),
+            );
+        }
+        let value = &request.query_param[key];
+        let length = value.chars().count();
+        if !(1..=50).contains(&length) {
+            check.violation(
+                &path,
+                format!("value must be 1 to 50 characters long, but is {length}"),
+            );
+        } else if !QUERY_PARAM_VALUE.is_match(value) {
+            check.violation(&path, "value must match [a-zA-Z0-9_-]+");
+        }
+    }
+    check.finish()
+}
+
+/// Checks an `AcknowledgeJob` request.
+pub fn acknowledge_job(request: &AcknowledgeJobRequest) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.job_id("jobId", &request.job_id);
+    check.required_length("nonce", &request.nonce, 1, 50);
+    check.finish()
+}
+
+/// Checks a `GetJobDetails` request.
+pub fn get_job_details(request: &GetJobDetailsRequest) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.job_id("jobId", &request.job_id);
+    check.finish()
+}
+
+/// Checks a `PutJobFailureResult` request.
+pub fn put_job_failure_result(request: &PutJobFailureResultRequest) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.job_id("jobId", &request.job_id);
+    check.failure_details(request.failure_details.as_ref());
+    check.finish()
+}
+
+/// Checks a `PollForThirdPartyJobs` request.
+pub fn poll_for_third_party_jobs(
+    request: &PollForThirdPartyJobsRequest,
+) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.action_type_id(request.action_type_id.as_ref());
+    check.max_batch_size(request.max_batch_size);
+    check.finish()
+}
+
+/// Checks an `AcknowledgeThirdPartyJob` request (after the client token was filled in).
+pub fn acknowledge_third_party_job(
+    request: &AcknowledgeThirdPartyJobRequest,
+) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.required_length("jobId", &request.job_id, 1, 512);
+    check.required_length("nonce", &request.nonce, 1, 50);
+    check.client_token(&request.client_token, &request.client_id);
+    check.finish()
+}
+
+/// Checks a `GetThirdPartyJobDetails` request (after the client token was filled in).
+pub fn get_third_party_job_details(
+    request: &GetThirdPartyJobDetailsRequest,
+) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.required_length("jobId", &request.job_id, 1, 512);
+    check.client_token(&request.client_token, &request.client_id);
+    check.finish()
+}
+
+/// Checks a `PutThirdPartyJobFailureResult` request (after the client token was filled in).
+pub fn put_third_party_job_failure_result(
+    request: &PutThirdPartyJobFailureResultRequest,
+) -> Result<(), InvalidRequest> {
+    let mut check = Checker::default();
+    check.required_length("jobId", &request.job_id, 1, 512);
+    check.client_token(&request.client_token, &request.client_id);
+    check.failure_details(request.failure_details.as_ref());
     check.finish()
 }
 
@@ -116,6 +221,94 @@ impl Checker {
                  [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             );
         }
+    }
+
+    /// `clientId` is not an AWS field: it only selects a token from the
+    /// gateway's client-token map, and must look like AWS's client ids.
+    fn client_token(&mut self, client_token: &str, client_id: &str) {
+        if client_token.is_empty() {
+            self.violation(
+                "clientToken",
+                "is required (the gateway has no client token for this job: send clientToken, \
+                 or clientId when the gateway's client-token map is configured)",
+            );
+        } else {
+            self.optional_length("clientToken", client_token, 1, 256);
+        }
+        if !client_id.is_empty() && !JOB_ID.is_match(client_id) {
+            self.violation(
+                "clientId",
+                "must be a client id as returned by PollForThirdPartyJobs: a lowercase UUID",
+            );
+        }
+    }
+
+    fn action_type_id(&mut self, id: Option<&ActionTypeId>) {
+        let Some(id) = id else {
+            self.violation("actionTypeId", "is required");
+            return;
+        };
+        if !matches!(ActionCategory::try_from(id.category), Ok(c) if c != ActionCategory::Unspecified)
+        {
+            self.violation(
+                "actionTypeId.category",
+                "is required: one of ACTION_CATEGORY_SOURCE, _BUILD, _DEPLOY, _TEST, _INVOKE, \
+                 _APPROVAL, _COMPUTE",
+            );
+        }
+        if !matches!(ActionOwner::try_from(id.owner), Ok(o) if o != ActionOwner::Unspecified) {
+            self.violation(
+                "actionTypeId.owner",
+                "is required: one of ACTION_OWNER_AWS, ACTION_OWNER_THIRD_PARTY, ACTION_OWNER_CUSTOM",
+            );
+        }
+        self.provider_or_version("actionTypeId.provider", &id.provider, 35);
+        self.provider_or_version("actionTypeId.version", &id.version, 9);
+    }
+
+    fn provider_or_version(&mut self, field: &str, value: &str, max: usize) {
+        let length = value.chars().count();
+        if value.is_empty() {
+            self.violation(field, "is required");
+        } else if length > max {
+            self.violation(
+                field,
+                format!("must be 1 to {max} characters long, but is {length}"),
+            );
+        } else if !PROVIDER_OR_VERSION.is_match(value) {
+            self.violation(field, "must match [0-9A-Za-z_-]+");
+        }
+    }
+
+    fn max_batch_size(&mut self, size: Option<i32>) {
+        if let Some(size) = size
+            && size < 1
+        {
+            self.violation("maxBatchSize", format!("must be at least 1, but is {size}"));
+        }
+    }
+
+    fn failure_details(&mut self, details: Option<&FailureDetails>) {
+        let Some(details) = details else {
+            self.violation("failureDetails", "is required");
+            return;
+        };
+        if !matches!(FailureType::try_from(details.r#type), Ok(t) if t != FailureType::Unspecified)
+        {
+            self.violation(
+                "failureDetails.type",
+                "is required: one of FAILURE_TYPE_JOB_FAILED, _CONFIGURATION_ERROR, \
+                 _PERMISSION_ERROR, _REVISION_OUT_OF_SYNC, _REVISION_UNAVAILABLE, \
+                 _SYSTEM_UNAVAILABLE",
+            );
+        }
+        self.required_length("failureDetails.message", &details.message, 1, 5000);
+        self.optional_length(
+            "failureDetails.externalExecutionId",
+            &details.external_execution_id,
+            1,
+            1500,
+        );
     }
 
     fn revision(&mut self, revision: Option<&CurrentRevision>) {
@@ -358,6 +551,122 @@ mod tests {
             fields(put_job_success_result(&request)),
             ["outputVariables"]
         );
+    }
+
+    fn action_type(category: i32, owner: i32, provider: &str, version: &str) -> ActionTypeId {
+        ActionTypeId {
+            category,
+            owner,
+            provider: provider.into(),
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn action_type_id_enums_lengths_and_patterns() {
+        let poll = |id: Option<ActionTypeId>| {
+            fields(poll_for_jobs(&PollForJobsRequest {
+                action_type_id: id,
+                ..Default::default()
+            }))
+        };
+        assert!(poll(Some(action_type(2, 3, &"p".repeat(35), &"v".repeat(9)))).is_empty());
+        assert_eq!(poll(None), ["actionTypeId"]);
+        assert_eq!(
+            poll(Some(action_type(0, 0, "", ""))),
+            [
+                "actionTypeId.category",
+                "actionTypeId.owner",
+                "actionTypeId.provider",
+                "actionTypeId.version"
+            ]
+        );
+        // Unknown enum numbers are as bad as UNSPECIFIED.
+        assert_eq!(
+            poll(Some(action_type(99, 3, "p", "1"))),
+            ["actionTypeId.category"]
+        );
+        assert_eq!(
+            poll(Some(action_type(2, 3, &"p".repeat(36), &"v".repeat(10)))),
+            ["actionTypeId.provider", "actionTypeId.version"]
+        );
+        assert_eq!(
+            poll(Some(action_type(2, 3, "my provider", "1.0"))),
+            ["actionTypeId.provider", "actionTypeId.version"]
+        );
+    }
+
+    #[test]
+    fn batch_size_and_query_param() {
+        let ok_type = Some(action_type(2, 3, "p", "1"));
+        let mut request = PollForJobsRequest {
+            action_type_id: ok_type,
+            max_batch_size: Some(1),
+            ..Default::default()
+        };
+        assert!(poll_for_jobs(&request).is_ok());
+        request.max_batch_size = Some(0);
+        assert_eq!(fields(poll_for_jobs(&request)), ["maxBatchSize"]);
+        request.max_batch_size = None;
+        request.query_param.insert("k".repeat(50), "v".repeat(50));
+        assert!(poll_for_jobs(&request).is_ok());
+        request.query_param.clear();
+        request
+            .query_param
+            .insert("k".repeat(51), "bad value".into());
+        assert_eq!(fields(poll_for_jobs(&request)).len(), 2);
+        request.query_param.clear();
+        request.query_param.insert("a".into(), "1".into());
+        request.query_param.insert("b".into(), "2".into());
+        assert_eq!(fields(poll_for_jobs(&request)), ["queryParam"]);
+    }
+
+    #[test]
+    fn failure_details_are_required_with_type_and_message() {
+        let request = |details: Option<FailureDetails>| PutJobFailureResultRequest {
+            job_id: JOB.into(),
+            failure_details: details,
+        };
+        assert_eq!(
+            fields(put_job_failure_result(&request(None))),
+            ["failureDetails"]
+        );
+        assert_eq!(
+            fields(put_job_failure_result(&request(Some(
+                FailureDetails::default()
+            )))),
+            ["failureDetails.type", "failureDetails.message"]
+        );
+        let details = |message: usize, external: usize| FailureDetails {
+            r#type: FailureType::JobFailed.into(),
+            message: "m".repeat(message),
+            external_execution_id: "e".repeat(external),
+        };
+        assert!(put_job_failure_result(&request(Some(details(5000, 1500)))).is_ok());
+        assert_eq!(
+            fields(put_job_failure_result(&request(Some(details(5001, 1501))))),
+            [
+                "failureDetails.message",
+                "failureDetails.externalExecutionId"
+            ]
+        );
+    }
+
+    #[test]
+    fn nonce_and_client_id() {
+        let ack = |nonce: usize| AcknowledgeJobRequest {
+            job_id: JOB.into(),
+            nonce: "n".repeat(nonce),
+        };
+        assert_eq!(fields(acknowledge_job(&ack(0))), ["nonce"]);
+        assert!(acknowledge_job(&ack(50)).is_ok());
+        assert_eq!(fields(acknowledge_job(&ack(51))), ["nonce"]);
+        let details = GetThirdPartyJobDetailsRequest {
+            job_id: "j".into(),
+            client_token: "t".into(),
+            client_id: "not-a-uuid".into(),
+        };
+        assert_eq!(fields(get_third_party_job_details(&details)), ["clientId"]);
     }
 
     #[test]

@@ -148,6 +148,7 @@ async fn third_party_job_success_forwards_every_field() {
                 external_execution_id: "ext-1".into(),
                 percent_complete: Some(0),
             }),
+            client_id: String::new(),
         })
         .await
         .expect("success")

@@ -35,6 +35,7 @@ pub fn settings() -> Settings {
         attempt_timeout: Duration::from_secs(5),
         default_deadline: Duration::from_secs(20),
         shutdown_grace: Duration::from_secs(5),
+        client_tokens: None,
     }
 }
 
