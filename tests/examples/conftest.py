@@ -1,0 +1,282 @@
+"""Fixtures: a `codepipeline-gateway dev` instance on free loopback ports, its
+emulator's control API, and runners for the example workers.
+
+The gateway binary is target/debug/codepipeline-gateway unless CPGW_BIN names
+another; scripts/test-examples.sh builds it first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON_WORKER = REPO / "examples" / "python-worker"
+NODE_WORKER = REPO / "examples" / "node-worker"
+
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+WORKER_TIMEOUT = 60.0
+
+CUSTOM_JOB_LINE = re.compile(r"^\s*custom job (?P<job_id>\S+)\s*$")
+PARTNER_JOB_LINE = re.compile(
+    r"^\s*partner \(third-party\) job (?P<job_id>\S+)\s+clientId (?P<client_id>\S+)"
+    r"\s+clientToken (?P<client_token>\S+)\s*$"
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel handed out for port 0, all held until all are known."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Emulator:
+    """The emulator's control API (HTTP JSON under /_emulator/)."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def create_job(self, kind: str = "custom") -> dict:
+        return self._call("POST", "/_emulator/jobs", {"kind": kind})
+
+    def job(self, job_id: str) -> dict:
+        return self._call("GET", f"/_emulator/jobs/{job_id}")
+
+    def requests(self, job_id: str | None = None) -> list[dict]:
+        """Every request AWS received, in order; only one job's when job_id is given."""
+        recorded = self._call("GET", "/_emulator/requests")["requests"]
+        if job_id is None:
+            return recorded
+        return [r for r in recorded if (r.get("body") or {}).get("jobId") == job_id]
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/_emulator/requests")
+
+    def inject(self, **fault) -> None:
+        self._call("POST", "/_emulator/faults", fault)
+
+    def pending_faults(self) -> list[dict]:
+        return self._call("GET", "/_emulator/faults")["faults"]
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_emulator/faults")
+
+
+@dataclass
+class DevGateway:
+    process: subprocess.Popen
+    grpc_target: str
+    emulator: Emulator
+    custom_jobs: list[str] = field(default_factory=list)
+    partner_jobs: list[dict] = field(default_factory=list)
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr_lines: list[str] = field(default_factory=list)
+
+
+def _pump(stream, lines: list[str], seen: threading.Event | None, needle: str | None):
+    for line in iter(stream.readline, ""):
+        lines.append(line.rstrip("\n"))
+        if seen is not None and needle in line:
+            seen.set()
+    stream.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def gateway_binary() -> Path:
+    binary = Path(os.environ.get("CPGW_BIN", REPO / "target" / "debug" / "codepipeline-gateway"))
+    if not binary.is_file():
+        pytest.fail(f"{binary} does not exist: run `cargo build --locked` first")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def dev(gateway_binary: Path):
+    """One `codepipeline-gateway dev` for the session; tests make their own jobs."""
+    grpc_port, admin_port, emulator_port = free_ports(3)
+    env = dict(os.environ, NO_COLOR="1")
+    # Settings from the environment would override the flags' defaults.
+    for name in list(env):
+        if name.startswith("CPGW_") and name != "CPGW_BIN":
+            del env[name]
+    process = subprocess.Popen(
+        [
+            str(gateway_binary),
+            "dev",
+            "--listen",
+            f"127.0.0.1:{grpc_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--emulator-listen",
+            f"127.0.0.1:{emulator_port}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    gateway = DevGateway(
+        process=process,
+        grpc_target=f"127.0.0.1:{grpc_port}",
+        emulator=Emulator(f"http://127.0.0.1:{emulator_port}"),
+    )
+    listening = threading.Event()
+    pumps = [
+        threading.Thread(
+            target=_pump, args=(process.stdout, gateway.stdout_lines, None, None), daemon=True
+        ),
+        threading.Thread(
+            target=_pump,
+            args=(process.stderr, gateway.stderr_lines, listening, "gateway listening"),
+            daemon=True,
+        ),
+    ]
+    for pump in pumps:
+        pump.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not listening.wait(0.1):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "codepipeline-gateway dev did not start listening:\n"
+                    + "\n".join(gateway.stderr_lines[-30:])
+                )
+        # The banner is printed before the gateway listens; allow the pipe to drain.
+        banner_deadline = time.monotonic() + 5
+        while time.monotonic() < banner_deadline:
+            if any(PARTNER_JOB_LINE.match(line) for line in gateway.stdout_lines):
+                break
+            time.sleep(0.05)
+        for line in gateway.stdout_lines:
+            if m := CUSTOM_JOB_LINE.match(line):
+                gateway.custom_jobs.append(m["job_id"])
+            elif m := PARTNER_JOB_LINE.match(line):
+                gateway.partner_jobs.append(m.groupdict())
+        if not gateway.custom_jobs or not gateway.partner_jobs:
+            raise RuntimeError("no ready-made jobs in the banner:\n" + "\n".join(gateway.stdout_lines))
+        yield gateway
+    finally:
+        _stop(process)
+        for pump in pumps:
+            pump.join(timeout=5)
+
+
+@pytest.fixture
+def emulator(dev: DevGateway) -> Emulator:
+    """The emulator, with no pending faults and an empty request log."""
+    dev.emulator.clear_faults()
+    dev.emulator.clear_requests()
+    yield dev.emulator
+    dev.emulator.clear_faults()
+
+
+@dataclass
+class WorkerRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+@pytest.fixture(scope="session")
+def python_stubs() -> None:
+    """Generates the Python worker's stubs (build output, not committed)."""
+    subprocess.run(
+        [sys.executable, str(PYTHON_WORKER / "generate_stubs.py")],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> None:
+    if shutil.which("node") is None:
+        pytest.fail("node is not on PATH")
+    if not (NODE_WORKER / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.fail("examples/node-worker/node_modules is missing: run `npm ci` there first")
+
+
+WORKERS = ["python", "node"]
+
+
+@pytest.fixture(params=WORKERS)
+def worker(request, dev: DevGateway):
+    """Runs one example worker against the dev gateway: worker(*args) -> WorkerRun."""
+    if request.param == "python":
+        request.getfixturevalue("python_stubs")
+        command = [sys.executable, str(PYTHON_WORKER / "worker.py")]
+    else:
+        request.getfixturevalue("node_modules")
+        command = ["node", str(NODE_WORKER / "worker.js")]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CPGW_")}
+    for name in ("JOB_ID", "PARTNER_JOB_ID", "CLIENT_TOKEN", "CONTINUATION_TOKEN"):
+        env.pop(name, None)
+
+    def run(*args: str, extra_env: dict[str, str] | None = None) -> WorkerRun:
+        """Runs the worker with `args`; the target comes from --target unless
+        extra_env sets CPGW_TARGET."""
+        target = [] if extra_env and "CPGW_TARGET" in extra_env else ["--target", dev.grpc_target]
+        completed = subprocess.run(
+            [*command, *target, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT,
+            env={**env, **(extra_env or {})},
+        )
+        return WorkerRun(completed.returncode, completed.stdout, completed.stderr)
+
+    run.language = request.param
+    run.target = dev.grpc_target
+    return run

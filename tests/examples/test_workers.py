@@ -1,0 +1,270 @@
+"""The example workers (Python and Node) against `codepipeline-gateway dev`.
+
+Each test makes fresh jobs through the emulator's control API, runs a worker,
+and checks through the emulator's record what AWS received: exactly the
+requests the worker meant to send, nothing lost and nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+OK_LINE = re.compile(
+    r"^(?P<operation>\w+) (?P<job_id>\S+)(?: (?P<phase>continuation|final))?: ok"
+    r" awsRequestId=(?P<request_id>\S+) attempts=(?P<attempts>\d+)$"
+)
+ALREADY_LINE = re.compile(
+    r"^(?P<operation>\w+) (?P<job_id>\S+)(?: (?P<phase>continuation|final))?: already reported"
+)
+
+
+def ok_lines(stdout: str) -> list[dict]:
+    lines = [OK_LINE.match(line) for line in stdout.splitlines()]
+    return [m.groupdict() for m in lines if m]
+
+
+def external_id(worker) -> str:
+    return f"{worker.language}-worker-run-1"
+
+
+def test_worker_reports_custom_and_partner_jobs_exactly_once(worker, emulator):
+    custom = emulator.create_job("custom")
+    partner = emulator.create_job("thirdParty")
+
+    run = worker(
+        "--job-id", custom["jobId"],
+        "--output-variable", "IMAGE_TAG=v1.4.2",
+        "--output-variable", "REPORT=https://ci.example.com/42?a=b",
+        "--partner-job-id", partner["jobId"],
+        "--client-token", partner["clientToken"],
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+
+    received = emulator.requests()
+    assert [(r["operation"], r["status"]) for r in received] == [
+        ("PutJobSuccessResult", 200),
+        ("PutJobSuccessResult", 200),
+        ("PutThirdPartyJobSuccessResult", 200),
+    ], received
+    assert all(r["signatureValid"] and r["fault"] is None for r in received)
+    assert [r["body"] for r in received] == [
+        {
+            "jobId": custom["jobId"],
+            "continuationToken": "phase=finish",
+            # optional int32: the 0 is sent, not dropped as a proto3 default.
+            "executionDetails": {
+                "summary": "started",
+                "externalExecutionId": external_id(worker),
+                "percentComplete": 0,
+            },
+        },
+        {
+            "jobId": custom["jobId"],
+            "executionDetails": {
+                "summary": "finished",
+                "externalExecutionId": external_id(worker),
+                "percentComplete": 100,
+            },
+            "outputVariables": {
+                "IMAGE_TAG": "v1.4.2",
+                "REPORT": "https://ci.example.com/42?a=b",
+            },
+        },
+        {
+            "jobId": partner["jobId"],
+            "clientToken": partner["clientToken"],
+            "executionDetails": {"summary": "partner action done"},
+        },
+    ]
+
+    # The worker printed the AWS request id of each report, in order.
+    printed = ok_lines(run.stdout)
+    assert [(p["operation"], p["job_id"], p["phase"], p["attempts"]) for p in printed] == [
+        ("PutJobSuccessResult", custom["jobId"], "continuation", "1"),
+        ("PutJobSuccessResult", custom["jobId"], "final", "1"),
+        ("PutThirdPartyJobSuccessResult", partner["jobId"], None, "1"),
+    ], run.output
+    assert [p["request_id"] for p in printed] == [r["requestId"] for r in received]
+
+    assert emulator.job(custom["jobId"])["state"] == "Succeeded"
+    assert emulator.job(custom["jobId"])["resultsReceived"] == 2
+    assert emulator.job(partner["jobId"])["state"] == "Succeeded"
+    assert run.stderr == "", run.output
+
+
+def test_worker_takes_its_settings_from_the_environment(worker, emulator):
+    partner = emulator.create_job("thirdParty")
+
+    run = worker(
+        extra_env={
+            "CPGW_TARGET": worker.target,
+            "PARTNER_JOB_ID": partner["jobId"],
+            "CLIENT_TOKEN": partner["clientToken"],
+            "CPGW_DEADLINE": "5",
+        }
+    )
+
+    assert run.returncode == 0, run.output
+    assert [(r["operation"], r["status"]) for r in emulator.requests()] == [
+        ("PutThirdPartyJobSuccessResult", 200)
+    ]
+
+
+def test_validation_error_reaches_the_worker_with_field_violations(worker, emulator):
+    job = emulator.create_job("custom")
+
+    run = worker("--job-id", job["jobId"], "--percent-complete", "150")
+
+    assert run.returncode == 1, run.output
+    assert run.stdout == "", run.output
+    assert f"PutJobSuccessResult {job['jobId']} continuation: failed: INVALID_ARGUMENT:" in run.stderr
+    assert "reason: INVALID_REQUEST (domain codepipeline-gateway)" in run.stderr
+    assert (
+        "field violation: executionDetails.percentComplete: must be between 0 and 100, but is 150"
+        in run.stderr
+    ), run.output
+    # Never retried, and nothing reached AWS.
+    assert "retrying" not in run.stderr
+    assert emulator.requests() == []
+    assert emulator.job(job["jobId"])["state"] == job["state"]  # untouched
+    assert emulator.job(job["jobId"])["resultsReceived"] == 0
+
+
+def test_every_bad_field_is_reported_at_once(worker, emulator):
+    # --continuation-token: only the final report (with output variables) is sent.
+    run = worker(
+        "--job-id", "not-a-job-id",
+        "--continuation-token", "phase=finish",
+        "--output-variable", "bad key!=x",
+    )  # fmt: skip
+
+    assert run.returncode == 1, run.output
+    violations = [
+        line for line in run.stderr.splitlines() if line.startswith("  field violation: ")
+    ]
+    assert violations == [
+        "  field violation: jobId: must be a job id as returned by PollForJobs: a lowercase UUID"
+        " matching [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        '  field violation: outputVariables["bad key!"]: key must match [A-Za-z0-9@\\-_]+'
+        " (letters, digits, @, - and _)",
+    ], run.output
+    assert emulator.requests() == []
+
+
+def test_output_variables_over_the_limit_are_refused_before_aws(worker, emulator):
+    job = emulator.create_job("custom")
+    # 2 x 62,000 bytes of values: over the 122,880-byte total.
+    big = "x" * 62_000
+
+    run = worker(
+        "--job-id", job["jobId"],
+        "--continuation-token", "phase=finish",
+        "--output-variable", f"A={big}",
+        "--output-variable", f"B={big}",
+    )  # fmt: skip
+
+    assert run.returncode == 1, run.output
+    assert "failed: INVALID_ARGUMENT" in run.stderr
+    assert "reason: OUTPUT_VARIABLES_SIZE_EXCEEDED (domain codepipeline-gateway)" in run.stderr
+    assert "field violation: outputVariables:" in run.stderr, run.output
+    assert big not in run.stderr, "values are secrets: never echoed"
+    assert emulator.requests() == []
+    assert emulator.job(job["jobId"])["state"] == job["state"]  # untouched
+    assert emulator.job(job["jobId"])["resultsReceived"] == 0
+
+
+def test_throttle_is_retried_by_the_gateway_and_the_worker_sees_success(worker, emulator):
+    job = emulator.create_job("custom")
+    emulator.inject(operation="PutJobSuccessResult", kind="throttle", times=1)
+
+    run = worker("--job-id", job["jobId"])
+
+    assert run.returncode == 0, run.output
+    assert "retrying" not in run.stderr, "the gateway, not the worker, retried"
+    received = emulator.requests(job["jobId"])
+    assert [(r["status"], r["errorType"]) for r in received] == [
+        (400, "ThrottlingException"),
+        (200, None),
+        (200, None),
+    ]
+    # The throttled attempt and its retry carried the same request.
+    assert received[0]["body"] == received[1]["body"]
+    assert received[0]["body"]["executionDetails"]["percentComplete"] == 0
+    printed = ok_lines(run.stdout)
+    assert [p["request_id"] for p in printed] == [received[1]["requestId"], received[2]["requestId"]]
+    assert emulator.job(job["jobId"])["state"] == "Succeeded"
+
+
+def test_worker_retries_unavailable_after_the_gateway_gave_up(worker, emulator):
+    # Three throttles use up the gateway's three attempts: the worker gets
+    # UNAVAILABLE with RetryInfo and tries again itself.
+    job = emulator.create_job("custom")
+    emulator.inject(operation="PutJobSuccessResult", kind="throttle", times=3)
+
+    run = worker("--job-id", job["jobId"])
+
+    assert run.returncode == 0, run.output
+    assert re.search(
+        rf"PutJobSuccessResult {job['jobId']} continuation: UNAVAILABLE on attempt 1 of 4"
+        r" \(THROTTLING\); retrying in 1\.\d\ds",
+        run.stderr,
+    ), run.output
+    received = emulator.requests(job["jobId"])
+    assert [r["status"] for r in received] == [400, 400, 400, 200, 200]
+    printed = ok_lines(run.stdout)
+    assert [(p["phase"], p["attempts"]) for p in printed] == [("continuation", "2"), ("final", "1")]
+    assert [p["request_id"] for p in printed] == [received[3]["requestId"], received[4]["requestId"]]
+
+
+def test_not_found_is_never_retried(worker, emulator):
+    missing = str(uuid.uuid4())
+
+    run = worker("--job-id", missing)
+
+    assert run.returncode == 1, run.output
+    assert "failed: NOT_FOUND" in run.stderr
+    assert "reason: JOB_NOT_FOUND (domain codepipeline.amazonaws.com)" in run.stderr
+    assert "metadata: awsErrorCode=JobNotFoundException" in run.stderr
+    assert "retrying" not in run.stderr
+    assert len(emulator.requests(missing)) == 1
+
+
+def test_report_that_landed_before_a_reset_counts_as_already_reported(worker, emulator):
+    # The final report is applied, then the connection is reset before AWS
+    # answers. The gateway retries; AWS says the job is already Succeeded; the
+    # gateway marks the error earlierAttemptMayHaveBeenApplied, and the worker
+    # takes it as done.
+    job = emulator.create_job("custom")
+    emulator.inject(operation="PutJobSuccessResult", kind="resetAfterApply", times=1)
+
+    run = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
+
+    assert run.returncode == 0, run.output
+    assert re.search(
+        rf"^PutJobSuccessResult {job['jobId']} final: already reported", run.stdout, re.MULTILINE
+    ), run.output
+    received = emulator.requests(job["jobId"])
+    assert [(r["status"], r["errorType"]) for r in received] == [
+        (0, None),
+        (400, "InvalidJobStateException"),
+    ]
+    assert received[0]["body"] == received[1]["body"]
+    assert "outputVariables" in received[0]["body"]
+    assert emulator.job(job["jobId"])["state"] == "Succeeded"
+    assert emulator.job(job["jobId"])["resultsReceived"] == 1
+
+
+def test_a_second_final_report_without_unknown_outcome_fails(worker, emulator):
+    # Without an attempt of unknown outcome, INVALID_JOB_STATE is a real error.
+    job = emulator.create_job("custom")
+    first = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
+    assert first.returncode == 0, first.output
+
+    again = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
+
+    assert again.returncode == 1, again.output
+    assert "failed: FAILED_PRECONDITION" in again.stderr
+    assert "reason: INVALID_JOB_STATE" in again.stderr
+    assert "earlierAttemptMayHaveBeenApplied" not in again.stderr
+    assert len(emulator.requests(job["jobId"])) == 2
