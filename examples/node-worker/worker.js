@@ -151,6 +151,8 @@ async function report(label, client, method, request, { deadline, policy }) {
       // the gateway's own retries): the earlier report landed. Nothing to do.
       if (
         error.code === Status.FAILED_PRECONDITION &&
+        details.errorInfo &&
+        details.errorInfo.reason === 'INVALID_JOB_STATE' &&
         (earlierOutcomeUnknown || flag(details, 'earlierAttemptMayHaveBeenApplied'))
       ) {
         const awsRequestId = details.errorInfo ? details.errorInfo.metadata.awsRequestId || '' : '';

@@ -147,8 +147,10 @@ def report(label, method, request, *, deadline: float, policy: RetryPolicy) -> O
             # A success report that meets INVALID_JOB_STATE after an attempt of
             # unknown outcome (ours, or one of the gateway's own retries) means
             # the earlier report landed and closed the job: nothing to do.
-            if code == grpc.StatusCode.FAILED_PRECONDITION and (
-                earlier_outcome_unknown or details.flag(EARLIER_ATTEMPT_MAY_HAVE_BEEN_APPLIED)
+            if (
+                code == grpc.StatusCode.FAILED_PRECONDITION
+                and details.reason == "INVALID_JOB_STATE"
+                and (earlier_outcome_unknown or details.flag(EARLIER_ATTEMPT_MAY_HAVE_BEEN_APPLIED))
             ):
                 return Outcome(
                     (details.error_info.metadata.get("awsRequestId", "") if details.error_info else ""),

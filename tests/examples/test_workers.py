@@ -8,6 +8,7 @@ requests the worker meant to send, nothing lost and nothing duplicated.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 OK_LINE = re.compile(
@@ -268,3 +269,33 @@ def test_a_second_final_report_without_unknown_outcome_fails(worker, emulator):
     assert "reason: INVALID_JOB_STATE" in again.stderr
     assert "earlierAttemptMayHaveBeenApplied" not in again.stderr
     assert len(emulator.requests(job["jobId"])) == 2
+
+
+def test_deadline_exceeded_is_retried_and_the_job_is_reported_once(worker, emulator):
+    # AWS takes 1.5 s over the first attempt; the worker's deadline is 0.5 s.
+    # The gateway answers DEADLINE_EXCEEDED (outcome unknown) before the
+    # worker's own timer fires, the worker tries again, and the job ends up
+    # with exactly one applied result whichever attempt lands.
+    job = emulator.create_job("custom")
+    emulator.inject(operation="PutJobSuccessResult", kind="delay", delayMs=1500, times=1)
+
+    run = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish", "--deadline", "0.5")
+
+    assert run.returncode == 0, run.output
+    assert re.search(
+        rf"PutJobSuccessResult {job['jobId']} final: DEADLINE_EXCEEDED on attempt 1 of 4",
+        run.stderr,
+    ), run.output
+    assert re.search(
+        rf"^PutJobSuccessResult {job['jobId']} final: (ok|already reported)",
+        run.stdout,
+        re.MULTILINE,
+    ), run.output
+
+    time.sleep(1.2)  # let the delayed first attempt finish, if it is going to
+    received = emulator.requests(job["jobId"])
+    assert len(received) == 2, received
+    assert received[0]["fault"] == "delay(1500ms)"
+    assert received[0]["body"] == received[1]["body"]
+    assert emulator.job(job["jobId"])["state"] == "Succeeded"
+    assert emulator.job(job["jobId"])["resultsReceived"] == 1
