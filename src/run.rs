@@ -131,6 +131,19 @@ fn dev_banner(gateway: &Gateway, emulator: &Emulator, jobs: &[CreatedJob]) -> St
             _ => text.push_str(&format!("  custom job {}\n", job.job_id)),
         }
     }
+    let custom_type = codepipeline_emulator::ActionTypeId::default_custom();
+    text.push_str(&format!(
+        "\nThe custom jobs belong to the action type {{{}, {}, {}, {}}}. Poll for them, then acknowledge one\n\
+         with the nonce the poll returned:\n\
+         \x20 grpcurl -plaintext -d '{{\"actionTypeId\":{{\"category\":\"ACTION_CATEGORY_BUILD\",\"owner\":\"ACTION_OWNER_CUSTOM\",\"provider\":\"{}\",\"version\":\"{}\"}},\"maxBatchSize\":5}}' {target} codepipeline_gateway.v1.JobWorkerService/PollForJobs\n\
+         \x20 grpcurl -plaintext -d '{{\"jobId\":\"<id>\",\"nonce\":\"<nonce>\"}}' {target} codepipeline_gateway.v1.JobWorkerService/AcknowledgeJob\n",
+        custom_type.category,
+        custom_type.owner,
+        custom_type.provider,
+        custom_type.version,
+        custom_type.provider,
+        custom_type.version,
+    ));
     let custom = &jobs[0].job_id;
     text.push_str(&format!(
         "\nReport success for the first custom job:\n\

@@ -3,12 +3,14 @@
 
 use std::{process::Stdio, time::Duration};
 
+use codepipeline_emulator::NewJob;
 use codepipeline_emulator::{
     DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, Fault,
     FaultKind,
 };
 use codepipeline_gateway::proto::v1::{
-    ExecutionDetails, PutJobSuccessResultRequest, PutThirdPartyJobSuccessResultRequest,
+    ActionCategory, ActionOwner, ActionTypeId, ExecutionDetails, GetJobDetailsRequest,
+    PollForJobsRequest, PutJobSuccessResultRequest, PutThirdPartyJobSuccessResultRequest,
     job_worker_service_client::JobWorkerServiceClient,
 };
 use tokio::{
@@ -236,6 +238,43 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         .await
         .unwrap_err();
 
+    // Job data carries artifact credentials and configuration values.
+    let polled_job = emulator.create_job(NewJob {
+        configuration: [("ApiKey".to_owned(), "config-value-SECRET-4714".to_owned())].into(),
+        ..NewJob::default()
+    });
+    let data = emulator.job_data(&polled_job.job_id).unwrap();
+    let artifact_secret = data["artifactCredentials"]["secretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let artifact_session = data["artifactCredentials"]["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jobs = client
+        .poll_for_jobs(PollForJobsRequest {
+            action_type_id: Some(ActionTypeId {
+                category: ActionCategory::Build.into(),
+                owner: ActionOwner::Custom.into(),
+                provider: "CpgwDevBuilder".into(),
+                version: "1".into(),
+            }),
+            max_batch_size: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(jobs.iter().any(|j| j.id == polled_job.job_id));
+    client
+        .get_job_details(GetJobDetailsRequest {
+            job_id: polled_job.job_id.clone(),
+        })
+        .await
+        .unwrap();
+
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -253,6 +292,9 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         token.as_str(),
         "wrong-token-SECRET-4713",
         DEV_SECRET_ACCESS_KEY,
+        "config-value-SECRET-4714",
+        &artifact_secret,
+        &artifact_session,
     ] {
         assert!(
             !logs.contains(secret),
