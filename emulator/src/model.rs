@@ -800,4 +800,67 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn outputs_are_validated_strictly() {
+        let m = model();
+        let job = json!({"id": JOB, "nonce": "n", "accountId": "123456789012",
+                         "data": {"actionTypeId": {"category": "Build", "owner": "Custom", "provider": "p", "version": "1"}}});
+        assert_eq!(
+            m.validate_output("PollForJobs", &json!({ "jobs": [job] })),
+            Ok(())
+        );
+        assert_eq!(
+            m.validate_output("AcknowledgeJob", &json!({"status": "InProgress"})),
+            Ok(())
+        );
+        // Operations without an output shape answer `{}`.
+        assert_eq!(m.validate_output("PutJobSuccessResult", &json!({})), Ok(()));
+        assert!(
+            m.validate_output("PutJobSuccessResult", &json!({"x": 1}))
+                .is_err()
+        );
+        // Unknown members, bad nonces, account ids and enum values are violations.
+        let v = match m.validate_output(
+            "PollForJobs",
+            &json!({"jobs": [{"id": JOB, "nonce": "n".repeat(51), "accountId": "1", "extra": true}]}),
+        ) {
+            Err(ValidationFailure::Constraints(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with("Value at 'jobs.1.member.extra'"))
+        );
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with("Value at 'jobs.1.member.nonce'"))
+        );
+        assert!(
+            m.validate_output("AcknowledgeJob", &json!({"status": "Done"}))
+                .is_err()
+        );
+        // Requests stay lenient about unknown members.
+        assert_eq!(
+            m.validate_input(
+                "AcknowledgeJob",
+                &json!({"jobId": JOB, "nonce": "n", "new": 1})
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn shapes_are_validated_with_a_path_prefix() {
+        let err = model()
+            .validate_shape("PipelineName", &json!("a b"), "pipelineName")
+            .unwrap_err();
+        assert!(err.message().contains("Value at 'pipelineName'"), "{err:?}");
+        assert!(
+            model()
+                .validate_shape("NoSuchShape", &json!({}), "x")
+                .is_err()
+        );
+    }
 }

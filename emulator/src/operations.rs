@@ -579,4 +579,46 @@ mod tests {
         let r = dispatch("ListPipelines", &mut JobStore::default(), &json!({}));
         assert_eq!(err_type(r), "UnknownOperationException");
     }
+
+    #[test]
+    fn lifecycle_states_and_continuations_in_the_store() {
+        let mut jobs = JobStore::default();
+        let job = jobs.create(JobKind::Custom);
+        let t = json!({"category": "Build", "owner": "Custom", "provider": "CpgwDevBuilder", "version": "1"});
+        let out = dispatch("PollForJobs", &mut jobs, &json!({ "actionTypeId": t })).unwrap();
+        let nonce = out["jobs"][0]["nonce"].as_str().unwrap().to_owned();
+        assert_eq!(jobs.get(&job.job_id).unwrap().state, JobState::Dispatched);
+        // Unknown members in a request's actionTypeId are ignored, as by AWS.
+        let mut t2 = t.clone();
+        t2["future"] = json!("x");
+        let out = dispatch("PollForJobs", &mut jobs, &json!({ "actionTypeId": t2 })).unwrap();
+        assert_eq!(out, json!({"jobs": []}));
+        dispatch(
+            "AcknowledgeJob",
+            &mut jobs,
+            &json!({"jobId": job.job_id, "nonce": nonce}),
+        )
+        .unwrap();
+        dispatch(
+            "PutJobSuccessResult",
+            &mut jobs,
+            &json!({"jobId": job.job_id, "continuationToken": "c1"}),
+        )
+        .unwrap();
+        let ids: Vec<_> = jobs.iter().map(|j| j.id.clone()).collect();
+        assert_eq!(ids.len(), 2);
+        let cont = jobs.get(&ids[1]).unwrap();
+        assert_eq!(cont.continuation_of.as_deref(), Some(job.job_id.as_str()));
+        assert_eq!(cont.data.continuation_token.as_deref(), Some("c1"));
+        assert_eq!(cont.state, JobState::Queued);
+        dispatch(
+            "PutJobFailureResult",
+            &mut jobs,
+            &json!({"jobId": ids[1], "failureDetails": {"type": "JobFailed", "message": "m"}}),
+        )
+        .unwrap();
+        assert_eq!(jobs.get(&ids[1]).unwrap().state, JobState::Failed);
+        // A failure result queues nothing.
+        assert_eq!(jobs.iter().count(), 2);
+    }
 }

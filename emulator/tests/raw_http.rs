@@ -460,3 +460,283 @@ async fn control_api_requests_and_faults() {
     assert_eq!(r.json(), json!({"faults": []}));
     emu.shutdown().await;
 }
+
+async fn call(
+    emu: &codepipeline_emulator::Emulator,
+    op: &str,
+    body: serde_json::Value,
+) -> common::RawResponse {
+    let target = format!("CodePipeline_20150709.{op}");
+    signed(
+        emu,
+        &body.to_string(),
+        Signed {
+            target: &target,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn job_worker_responses_are_exactly_aws_shaped_on_the_wire() {
+    let emu = emulator().await;
+    let job = emu.create_custom_job();
+    let partner = emu.create_third_party_job();
+    let token = partner.client_token.clone().unwrap();
+    let custom_type = json!({"category": "Build", "owner": "Custom", "provider": "CpgwDevBuilder", "version": "1"});
+    let partner_type = json!({"category": "Deploy", "owner": "ThirdParty", "provider": "CpgwDevPartner", "version": "1"});
+
+    let r = call(&emu, "PollForJobs", json!({"actionTypeId": custom_type})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/x-amz-json-1.1"));
+    let nonce = emu.job(&job.job_id).unwrap().nonce.unwrap();
+    assert_eq!(
+        r.json(),
+        json!({"jobs": [{
+            "id": job.job_id,
+            "data": emu.job_data(&job.job_id).unwrap(),
+            "nonce": nonce,
+            "accountId": "123456789012"
+        }]})
+    );
+    let r = call(
+        &emu,
+        "AcknowledgeJob",
+        json!({"jobId": job.job_id, "nonce": nonce}),
+    )
+    .await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "InProgress"})));
+    let r = call(
+        &emu,
+        "AcknowledgeJob",
+        json!({"jobId": job.job_id, "nonce": nonce}),
+    )
+    .await;
+    assert_aws_error(&r, 400, "InvalidNonceException");
+    let r = call(&emu, "GetJobDetails", json!({"jobId": job.job_id})).await;
+    assert_eq!(
+        r.json(),
+        json!({"jobDetails": {
+            "id": job.job_id,
+            "data": emu.job_data(&job.job_id).unwrap(),
+            "accountId": "123456789012"
+        }})
+    );
+    let r = call(
+        &emu,
+        "PollForJobs",
+        json!({"actionTypeId": custom_type, "maxBatchSize": 5}),
+    )
+    .await;
+    assert_eq!(r.json(), json!({"jobs": []}));
+
+    // Partner: details before a poll have no nonce member at all.
+    let details = json!({"jobId": partner.job_id, "clientToken": token});
+    let r = call(&emu, "GetThirdPartyJobDetails", details.clone()).await;
+    assert_eq!(
+        r.json(),
+        json!({"jobDetails": {"id": partner.job_id, "data": emu.job_data(&partner.job_id).unwrap()}})
+    );
+    let r = call(
+        &emu,
+        "PollForThirdPartyJobs",
+        json!({"actionTypeId": partner_type}),
+    )
+    .await;
+    assert_eq!(
+        r.json(),
+        json!({"jobs": [{"clientId": partner.client_id, "jobId": partner.job_id}]})
+    );
+    let nonce = emu.job(&partner.job_id).unwrap().nonce.unwrap();
+    let r = call(&emu, "GetThirdPartyJobDetails", details).await;
+    assert_eq!(r.json()["jobDetails"]["nonce"], json!(nonce));
+    let r = call(
+        &emu,
+        "AcknowledgeThirdPartyJob",
+        json!({"jobId": partner.job_id, "nonce": nonce, "clientToken": token}),
+    )
+    .await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "InProgress"})));
+    let r = call(
+        &emu,
+        "PutThirdPartyJobFailureResult",
+        json!({"jobId": partner.job_id, "clientToken": token, "failureDetails": {"type": "JobFailed", "message": "m"}}),
+    )
+    .await;
+    assert_eq!((r.status, r.json()), (200, json!({})));
+
+    // Model validation still comes first: an unknown failure type, a missing nonce.
+    let r = call(
+        &emu,
+        "PutJobFailureResult",
+        json!({"jobId": job.job_id, "failureDetails": {"type": "Oops", "message": "m"}}),
+    )
+    .await;
+    assert_aws_error(&r, 400, "ValidationException");
+    let r = call(&emu, "AcknowledgeJob", json!({"jobId": job.job_id})).await;
+    assert_aws_error(&r, 400, "ValidationException");
+    assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::InProgress);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_api_action_types_and_job_details() {
+    let emu = emulator().await;
+    let post = |path: &'static str, body: serde_json::Value| {
+        let emu = emu.clone();
+        async move { raw(&emu, "POST", path, &[], body.to_string().as_bytes()).await }
+    };
+
+    // Action types.
+    let tester =
+        json!({"category": "Test", "owner": "Custom", "provider": "Tester", "version": "2"});
+    let r = post("/_emulator/action-types", tester.clone()).await;
+    assert_eq!((r.status, r.json()), (201, tester.clone()));
+    let r = post("/_emulator/action-types", tester.clone()).await;
+    assert_eq!(r.status, 201, "registering twice is fine");
+    let r = raw(&emu, "GET", "/_emulator/action-types", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["actionTypes"],
+        json!([
+            {"category": "Build", "owner": "Custom", "provider": "CpgwDevBuilder", "version": "1"},
+            {"category": "Deploy", "owner": "ThirdParty", "provider": "CpgwDevPartner", "version": "1"},
+            tester
+        ])
+    );
+    for (body, needle) in [
+        (
+            json!({"category": "Test", "owner": "Custom", "provider": "X"}),
+            "version",
+        ),
+        (
+            json!({"category": "Test", "owner": "Custom", "provider": "X", "version": "1", "extra": 1}),
+            "extra",
+        ),
+        (
+            json!({"category": "Cook", "owner": "Custom", "provider": "X", "version": "1"}),
+            "actionTypeId.category",
+        ),
+        (
+            json!({"category": "Test", "owner": "Custom", "provider": "has space", "version": "1"}),
+            "actionTypeId.provider",
+        ),
+    ] {
+        let r = post("/_emulator/action-types", body).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(needle),
+            "{r:?}"
+        );
+    }
+    let r = raw(&emu, "POST", "/_emulator/action-types", &[], b"").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        raw(&emu, "DELETE", "/_emulator/action-types", &[], b"")
+            .await
+            .status,
+        405
+    );
+
+    // Rich job creation: the kind follows the action type's owner when omitted.
+    let partner_type =
+        json!({"category": "Deploy", "owner": "ThirdParty", "provider": "Shipper", "version": "1"});
+    let r = post(
+        "/_emulator/jobs",
+        json!({"actionTypeId": partner_type, "configuration": {"Env": "prod"}, "pipelineName": "ship-it"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let job = r.json();
+    let id = job["jobId"].as_str().unwrap().to_owned();
+    assert_eq!(job["kind"], json!("thirdParty"));
+    assert_eq!(job["state"], json!("Queued"));
+    assert_eq!(job["actionTypeId"], partner_type);
+    assert_eq!(job["nonce"], json!(null));
+    assert_eq!(job["failure"], json!(null));
+    assert_eq!(job["continuationOf"], json!(null));
+    assert!(job["clientToken"].is_string());
+    assert_eq!(job["data"], emu.job_data(&id).unwrap());
+    assert_eq!(
+        job["data"]["actionConfiguration"],
+        json!({"configuration": {"Env": "prod"}})
+    );
+    assert_eq!(
+        job["data"]["pipelineContext"]["pipelineName"],
+        json!("ship-it")
+    );
+    assert_eq!(
+        job["data"]["pipelineContext"]["pipelineArn"],
+        json!("arn:aws:codepipeline:us-east-1:123456789012:ship-it")
+    );
+    // The new type was registered by creating the job.
+    let r = raw(&emu, "GET", "/_emulator/action-types", &[], b"").await;
+    assert_eq!(r.json()["actionTypes"][3], partner_type);
+
+    // Poll and fail it through AWS; the control API shows nonce, state and failure.
+    let r = call(
+        &emu,
+        "PollForThirdPartyJobs",
+        json!({"actionTypeId": partner_type}),
+    )
+    .await;
+    assert_eq!(r.json()["jobs"][0]["jobId"], json!(id));
+    let r = raw(&emu, "GET", &format!("/_emulator/jobs/{id}"), &[], b"").await;
+    let shown = r.json();
+    assert_eq!(shown["state"], json!("Dispatched"));
+    assert_eq!(shown["nonce"], json!(emu.job(&id).unwrap().nonce.unwrap()));
+    let r = call(
+        &emu,
+        "PutThirdPartyJobFailureResult",
+        json!({"jobId": id, "clientToken": job["clientToken"], "failureDetails": {"type": "JobFailed", "message": "boom", "externalExecutionId": "e-1"}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = raw(&emu, "GET", &format!("/_emulator/jobs/{id}"), &[], b"").await;
+    assert_eq!(r.json()["state"], json!("Failed"));
+    assert_eq!(
+        r.json()["failure"],
+        json!({"type": "JobFailed", "message": "boom", "externalExecutionId": "e-1"})
+    );
+
+    // A continuation job shows what it continues.
+    let r = post("/_emulator/jobs", json!({"kind": "custom"})).await;
+    let custom_id = r.json()["jobId"].as_str().unwrap().to_owned();
+    let r = call(
+        &emu,
+        "PutJobSuccessResult",
+        json!({"jobId": custom_id, "continuationToken": "next"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = raw(&emu, "GET", "/_emulator/jobs", &[], b"").await;
+    let jobs = r.json()["jobs"].as_array().unwrap().clone();
+    let cont = jobs.last().unwrap();
+    assert_eq!(cont["continuationOf"], json!(custom_id));
+    assert_eq!(cont["data"]["continuationToken"], json!("next"));
+    assert_eq!(cont["state"], json!("Queued"));
+
+    for (body, needle) in [
+        (
+            json!({"kind": "custom", "actionTypeId": partner_type}),
+            "owner 'Custom'",
+        ),
+        (
+            json!({"actionTypeId": {"category": "Build", "owner": "AWS", "provider": "CodeBuild", "version": "1"}}),
+            "owner 'Custom'",
+        ),
+        (json!({"configuration": {"k": ""}}), "configuration"),
+        (json!({"configuration": {"k": 5}}), "invalid JSON"),
+        (json!({"pipelineName": "bad name"}), "pipelineName"),
+        (json!({"actionTypeId": {"category": "Build"}}), "owner"),
+    ] {
+        let r = post("/_emulator/jobs", body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(needle),
+            "{body}: {r:?}"
+        );
+    }
+    emu.shutdown().await;
+}
