@@ -299,3 +299,22 @@ def test_deadline_exceeded_is_retried_and_the_job_is_reported_once(worker, emula
     assert received[0]["body"] == received[1]["body"]
     assert emulator.job(job["jobId"])["state"] == "Succeeded"
     assert emulator.job(job["jobId"])["resultsReceived"] == 1
+
+
+def test_round_robin_over_a_dns_target(worker, emulator):
+    # The shape of a headless-Service target: dns:///name:port with round_robin.
+    partner = emulator.create_job("thirdParty")
+    port = worker.target.rsplit(":", 1)[1]
+
+    run = worker(
+        "--round-robin",
+        "--partner-job-id", partner["jobId"],
+        "--client-token", partner["clientToken"],
+        "--deadline", "5",
+        extra_env={"CPGW_TARGET": f"dns:///localhost:{port}"},
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.output
+    assert [(r["operation"], r["status"]) for r in emulator.requests()] == [
+        ("PutThirdPartyJobSuccessResult", 200)
+    ]
