@@ -163,13 +163,32 @@ impl ClientTokens {
     }
 }
 
+/// A partner request whose missing client token the map can supply:
+/// gives access to its `client_token`, `job_id` and `client_id`.
+pub trait PartnerRequest {
+    fn token_parts(&mut self) -> (&mut String, &str, &str);
+}
+
+macro_rules! partner_requests {
+    ($($request:ident),+) => {$(
+        impl PartnerRequest for crate::proto::v1::$request {
+            fn token_parts(&mut self) -> (&mut String, &str, &str) {
+                (&mut self.client_token, &self.job_id, &self.client_id)
+            }
+        }
+    )+};
+}
+
+partner_requests!(
+    AcknowledgeThirdPartyJobRequest,
+    GetThirdPartyJobDetailsRequest,
+    PutThirdPartyJobSuccessResultRequest,
+    PutThirdPartyJobFailureResultRequest
+);
+
 /// Fills in a missing client token from the map, if there is one.
-pub fn fill_in(
-    map: Option<&ClientTokens>,
-    client_token: &mut String,
-    job_id: &str,
-    client_id: &str,
-) {
+pub fn fill_in(map: Option<&ClientTokens>, request: &mut impl PartnerRequest) {
+    let (client_token, job_id, client_id) = request.token_parts();
     if client_token.is_empty()
         && let Some(token) = map.and_then(|m| m.token_for(job_id, client_id))
     {
@@ -227,12 +246,16 @@ mod tests {
     fn a_token_from_the_caller_wins() {
         let (_dir, path) = file(r#"{"client-a": "token-a"}"#);
         let map = ClientTokens::load(&path).unwrap();
-        let mut token = "mine".to_owned();
-        fill_in(Some(&map), &mut token, "job", "client-a");
-        assert_eq!(token, "mine");
-        let mut token = String::new();
-        fill_in(Some(&map), &mut token, "job", "client-a");
-        assert_eq!(token, "token-a");
+        let mut request = crate::proto::v1::GetThirdPartyJobDetailsRequest {
+            job_id: "job".into(),
+            client_token: "mine".into(),
+            client_id: "client-a".into(),
+        };
+        fill_in(Some(&map), &mut request);
+        assert_eq!(request.client_token, "mine");
+        request.client_token.clear();
+        fill_in(Some(&map), &mut request);
+        assert_eq!(request.client_token, "token-a");
     }
 
     #[test]

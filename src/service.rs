@@ -273,13 +273,7 @@ impl JobWorkerService for JobWorker {
         &self,
         mut request: Request<v1::AcknowledgeThirdPartyJobRequest>,
     ) -> Result<Response<v1::AcknowledgeThirdPartyJobResponse>, Status> {
-        let body = request.get_mut();
-        fill_in(
-            self.client_tokens.as_deref(),
-            &mut body.client_token,
-            &body.job_id,
-            &body.client_id,
-        );
+        fill_in(self.client_tokens.as_deref(), request.get_mut());
         let success = forward!(
             self,
             request,
@@ -300,13 +294,7 @@ impl JobWorkerService for JobWorker {
         &self,
         mut request: Request<v1::GetThirdPartyJobDetailsRequest>,
     ) -> Result<Response<v1::GetThirdPartyJobDetailsResponse>, Status> {
-        let body = request.get_mut();
-        fill_in(
-            self.client_tokens.as_deref(),
-            &mut body.client_token,
-            &body.job_id,
-            &body.client_id,
-        );
+        fill_in(self.client_tokens.as_deref(), request.get_mut());
         let success = forward!(
             self,
             request,
@@ -327,13 +315,7 @@ impl JobWorkerService for JobWorker {
         &self,
         mut request: Request<v1::PutThirdPartyJobSuccessResultRequest>,
     ) -> Result<Response<v1::PutThirdPartyJobSuccessResultResponse>, Status> {
-        let body = request.get_mut();
-        fill_in(
-            self.client_tokens.as_deref(),
-            &mut body.client_token,
-            &body.job_id,
-            &body.client_id,
-        );
+        fill_in(self.client_tokens.as_deref(), request.get_mut());
         let success = forward!(
             self,
             request,
@@ -349,13 +331,7 @@ impl JobWorkerService for JobWorker {
         &self,
         mut request: Request<v1::PutThirdPartyJobFailureResultRequest>,
     ) -> Result<Response<v1::PutThirdPartyJobFailureResultResponse>, Status> {
-        let body = request.get_mut();
-        fill_in(
-            self.client_tokens.as_deref(),
-            &mut body.client_token,
-            &body.job_id,
-            &body.client_id,
-        );
+        fill_in(self.client_tokens.as_deref(), request.get_mut());
         let success = forward!(
             self,
             request,
