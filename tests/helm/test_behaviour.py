@@ -114,6 +114,7 @@ def test_config_checksum_follows_the_config() -> None:
     assert checksum({"podAnnotations": {"x": "y"}}) == default
     assert checksum({"gateway": {"rateLimit": {"rps": 11}}}) != default
     assert checksum({"aws": {"region": "us-east-1"}}) != default
+    assert checksum({"clientTokens": {"enabled": True, "existingSecret": "tokens"}}) != default
 
 
 def test_image_tag_defaults_to_app_version() -> None:
@@ -419,6 +420,55 @@ def test_production_overlay_is_highly_available() -> None:
     assert config(docs)["CPGW_LOG_FORMAT"] == "json"
 
 
+def test_client_tokens_mount_the_operators_secret() -> None:
+    default = render({})
+    assert "volumes" not in pod_spec(default) and "volumeMounts" not in container(default)
+    assert not [k for k in config(default) if k.startswith("CPGW_CLIENT_TOKENS")]
+
+    values = {"clientTokens": {"enabled": True, "existingSecret": "partner-client-tokens", "reloadInterval": "30s"}}
+    docs = render(values)
+    assert "Secret" not in [d["kind"] for d in docs], "tokens are secrets: the chart never creates the Secret"
+    volume, = pod_spec(docs)["volumes"]
+    assert volume["name"] == "client-tokens"
+    assert volume["secret"]["secretName"] == "partner-client-tokens"
+    assert volume["secret"]["items"] == [{"key": "client-tokens.json", "path": "client-tokens.json"}]
+    assert "optional" not in volume["secret"], "a missing Secret must keep the pod from starting"
+    mount, = container(docs)["volumeMounts"]
+    # The directory, never a subPath: subPath mounts never receive Secret updates.
+    assert mount == {"name": "client-tokens", "mountPath": "/etc/codepipeline-gateway/client-tokens", "readOnly": True}
+    data = config(docs)
+    assert {k: v for k, v in data.items() if k not in config(default)} == {
+        "CPGW_CLIENT_TOKENS_FILE": "/etc/codepipeline-gateway/client-tokens/client-tokens.json",
+        "CPGW_CLIENT_TOKENS_RELOAD": "30s",
+    }
+    assert {k: data[k] for k in config(default)} == config(default)
+    # Settings stay in the ConfigMap only: no env, no flag added to the container.
+    c = container(docs)
+    assert "env" not in c and c["args"] == ["serve"]
+    assert c["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+
+    other = render({"clientTokens": {"enabled": True, "existingSecret": "t", "key": "tokens.json"}})
+    assert pod_spec(other)["volumes"][0]["secret"]["items"] == [{"key": "tokens.json", "path": "tokens.json"}]
+    assert config(other)["CPGW_CLIENT_TOKENS_FILE"] == "/etc/codepipeline-gateway/client-tokens/tokens.json"
+    text = notes(values)
+    assert 'Secret "partner-client-tokens", key "client-tokens.json"' in text and "every 30s" in text
+    assert "client tokens" not in notes({})
+
+
+@pytest.mark.parametrize(("pod_security_context", "mode"), [({}, 0o444), ({"fsGroup": 65532}, 0o440), ({"fsGroup": 0}, 0o440)])
+def test_client_token_file_is_read_only_and_readable_by_the_gateway(
+    pod_security_context: dict[str, Any], mode: int
+) -> None:
+    """Secret files belong to root unless the pod has an fsGroup: uid 65532
+    can read a 0440 file only through that group."""
+    values = {
+        "podSecurityContext": pod_security_context,
+        "clientTokens": {"enabled": True, "existingSecret": "partner-client-tokens"},
+    }
+    assert pod_spec(render(values))["volumes"][0]["secret"]["defaultMode"] == mode
+    assert mode & 0o222 == 0, "nobody may write it"
+
+
 # --- helm test hook and NOTES -----------------------------------------------------
 
 
@@ -469,6 +519,13 @@ def test_notes_print_address_and_health_check() -> None:
         ({"podDisruptionBudget": {"minAvailable": "half"}}, "at '/podDisruptionBudget/minAvailable'"),
         ({"networkPolicy": {"egress": {"httpsCidrs": ["everywhere"]}}}, "at '/networkPolicy/egress/httpsCidrs/0'"),
         ({"serviceMonitor": {"interval": "often"}}, "at '/serviceMonitor/interval'"),
+        ({"clientTokens": {"enabled": "yes"}}, "at '/clientTokens/enabled': got string, want boolean"),
+        ({"clientTokens": {"tokens": {"client-a": "t0ken"}}}, "at '/clientTokens': additional properties 'tokens' not allowed"),
+        ({"clientTokens": {"reloadInterval": "10 seconds"}}, "at '/clientTokens/reloadInterval'"),
+        ({"clientTokens": {"reloadInterval": "0s"}}, "at '/clientTokens/reloadInterval'"),
+        ({"clientTokens": {"key": "../tokens.json"}}, "at '/clientTokens/key'"),
+        ({"clientTokens": {"key": ".."}}, "at '/clientTokens/key'"),
+        ({"clientTokens": {"existingSecret": "Partner_Tokens"}}, "at '/clientTokens/existingSecret'"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
@@ -530,6 +587,10 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
         (
             {"networkPolicy": {"enabled": True}},
             "networkPolicy.enabled needs networkPolicy.grpcFrom",
+        ),
+        (
+            {"clientTokens": {"enabled": True}},
+            "clientTokens.enabled needs clientTokens.existingSecret",
         ),
     ],
 )

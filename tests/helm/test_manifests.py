@@ -33,6 +33,9 @@ SERVICE_MONITOR = {
 }
 
 
+CLIENT_TOKENS = {"enabled": True, "existingSecret": "partner-client-tokens"}
+
+
 def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
     """name -> (values, expected kinds)."""
     base = ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"]
@@ -55,6 +58,8 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "networkPolicy": NETWORK_POLICY,
         "serviceMonitor": SERVICE_MONITOR,
+        "podSecurityContext": {"fsGroup": 65532},
+        "clientTokens": {**CLIENT_TOKENS, "key": "tokens.json", "reloadInterval": "1m30s"},
     }
     return {
         "default": ({}, base),
@@ -74,6 +79,8 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         "networkpolicy": ({"networkPolicy": NETWORK_POLICY}, sorted(base + ["NetworkPolicy"])),
         "servicemonitor": ({"serviceMonitor": SERVICE_MONITOR}, sorted(base + ["ServiceMonitor"])),
         "headless": ({"service": {"headless": {"enabled": True}}}, sorted(base + ["Service"])),
+        # A volume from the operator's Secret; the chart renders no Secret.
+        "client-tokens": ({"clientTokens": CLIENT_TOKENS}, base),
         "spread-soft": (
             {"replicaCount": 2, "podAntiAffinity": "soft", "topologySpread": {"enabled": True}},
             base,

@@ -102,6 +102,35 @@ AWS_REGION: {{ . | quote }}
 {{- with .Values.aws.endpointUrl }}
 AWS_ENDPOINT_URL: {{ . | quote }}
 {{- end }}
+{{- if .Values.clientTokens.enabled }}
+CPGW_CLIENT_TOKENS_FILE: {{ printf "%s/%s" (include "codepipeline-gateway.clientTokensDir" .) .Values.clientTokens.key | quote }}
+CPGW_CLIENT_TOKENS_RELOAD: {{ .Values.clientTokens.reloadInterval | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Directory where the client-token Secret is mounted (clientTokens.enabled).
+The whole directory is mounted, never a subPath: only directory mounts of a
+Secret receive its updates, which the gateway picks up by re-reading the file.
+*/}}
+{{- define "codepipeline-gateway.clientTokensDir" -}}
+/etc/codepipeline-gateway/client-tokens
+{{- end }}
+
+{{/*
+File mode of the mounted client-token file. Secret files belong to root
+unless the pod sets fsGroup (then they are group-owned by it), so 0440 is
+readable by the non-root gateway only with an fsGroup; without one the file
+must be world-readable (0444) for uid 65532. Either way it is read-only.
+Rendered in decimal (288 = 0440, 292 = 0444) so that no YAML reader can
+take it for a decimal 440.
+*/}}
+{{- define "codepipeline-gateway.clientTokensMode" -}}
+{{- if and .Values.podSecurityContext (not (kindIs "invalid" .Values.podSecurityContext.fsGroup)) }}
+{{- 288 }}
+{{- else }}
+{{- 292 }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -193,6 +222,9 @@ schema checks types and ranges; these check relations between keys.
 {{- fail "podDisruptionBudget.maxUnavailable 0 blocks every eviction and node drains hang" }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if and $v.clientTokens.enabled (empty $v.clientTokens.existingSecret) }}
+{{- fail "clientTokens.enabled needs clientTokens.existingSecret: create a Secret holding the JSON map (kubectl create secret generic partner-client-tokens --from-file=client-tokens.json=./tokens.json) and name it here; the chart never creates it" }}
 {{- end }}
 {{- if and $v.networkPolicy.enabled (empty $v.networkPolicy.grpcFrom) }}
 {{- fail "networkPolicy.enabled needs networkPolicy.grpcFrom: list the namespaces/pods of your job workers, or no worker can reach the gateway" }}
