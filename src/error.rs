@@ -48,7 +48,9 @@ pub fn invalid_request_status(invalid: &InvalidRequest) -> Status {
         if count == 1 { "" } else { "s" }
     );
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason, GATEWAY_DOMAIN, HashMap::new());
+    // Nothing was sent to AWS: zero attempts, and no AWS request id.
+    let meta = HashMap::from([(metadata::ATTEMPTS.to_owned(), "0".to_owned())]);
+    details.set_error_info(reason, GATEWAY_DOMAIN, meta);
     details.set_bad_request(
         invalid
             .violations

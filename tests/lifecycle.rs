@@ -771,3 +771,177 @@ async fn a_rotated_client_token_file_takes_effect_without_a_restart() {
     .await;
     assert!(reloaded.is_ok(), "the new client token was never picked up");
 }
+
+/// Each new rule at its boundaries: the valid side reaches AWS (which may
+/// still refuse, e.g. an unknown action type), the invalid side never does
+/// and names its field.
+#[tokio::test]
+async fn lifecycle_rules_at_their_boundaries() {
+    let mut h = common::start().await;
+    let s = |n: usize| "x".repeat(n);
+    let with_type = |f: &dyn Fn(&mut v1::ActionTypeId)| {
+        let mut id = custom_type();
+        f(&mut id);
+        v1::PollForJobsRequest {
+            action_type_id: Some(id),
+            ..Default::default()
+        }
+    };
+    let mut polls: Vec<(&str, v1::PollForJobsRequest, Option<&str>)> = vec![
+        ("provider 35", with_type(&|t| t.provider = s(35)), None),
+        (
+            "provider 36",
+            with_type(&|t| t.provider = s(36)),
+            Some("actionTypeId.provider"),
+        ),
+        (
+            "provider pattern",
+            with_type(&|t| t.provider = "a.b".into()),
+            Some("actionTypeId.provider"),
+        ),
+        ("version 9", with_type(&|t| t.version = s(9)), None),
+        (
+            "version 10",
+            with_type(&|t| t.version = s(10)),
+            Some("actionTypeId.version"),
+        ),
+        (
+            "category unknown number",
+            with_type(&|t| t.category = 42),
+            Some("actionTypeId.category"),
+        ),
+        (
+            "maxBatchSize 1",
+            v1::PollForJobsRequest {
+                max_batch_size: Some(1),
+                ..poll(1)
+            },
+            None,
+        ),
+        (
+            "maxBatchSize 0",
+            v1::PollForJobsRequest {
+                max_batch_size: Some(0),
+                ..poll(1)
+            },
+            Some("maxBatchSize"),
+        ),
+    ];
+    for (key, value, bad) in [
+        (s(50), s(50), None),
+        (
+            s(51),
+            s(1),
+            Some(r#"queryParam["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]"#),
+        ),
+        ("k".into(), s(51), Some(r#"queryParam["k"]"#)),
+        ("k".into(), "a b".into(), Some(r#"queryParam["k"]"#)),
+    ] {
+        let mut request = poll(1);
+        request.query_param.insert(key, value);
+        polls.push(("queryParam", request, bad));
+    }
+    for (what, request, bad) in polls {
+        let before = h.emulator.requests().len();
+        let result = h.client.poll_for_jobs(request).await;
+        match bad {
+            None => {
+                if let Err(status) = &result {
+                    assert_ne!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+                }
+                assert_eq!(
+                    h.emulator.requests().len(),
+                    before + 1,
+                    "{what}: not forwarded"
+                );
+            }
+            Some(field) => {
+                let status = result.expect_err(what);
+                let fields: Vec<_> = status
+                    .get_details_bad_request()
+                    .unwrap()
+                    .field_violations
+                    .into_iter()
+                    .map(|v| v.field)
+                    .collect();
+                assert_eq!(fields, [field], "{what}");
+                assert_eq!(h.emulator.requests().len(), before, "{what}: forwarded");
+            }
+        }
+    }
+
+    let job = common::CUSTOM_JOB_ID_SHAPE.to_owned();
+    for (nonce, bad) in [(50, false), (51, true)] {
+        let before = h.emulator.requests().len();
+        let result = h
+            .client
+            .acknowledge_job(v1::AcknowledgeJobRequest {
+                job_id: job.clone(),
+                nonce: s(nonce),
+            })
+            .await;
+        assert_eq!(
+            result.unwrap_err().code() == Code::InvalidArgument,
+            bad,
+            "nonce {nonce}"
+        );
+        assert_eq!(h.emulator.requests().len(), before + usize::from(!bad));
+    }
+    for (message, external, bad) in [(5000, 1500, false), (5001, 1, true), (1, 1501, true)] {
+        let before = h.emulator.requests().len();
+        let result = h
+            .client
+            .put_job_failure_result(v1::PutJobFailureResultRequest {
+                job_id: job.clone(),
+                failure_details: Some(v1::FailureDetails {
+                    r#type: FailureType::SystemUnavailable.into(),
+                    message: s(message),
+                    external_execution_id: s(external),
+                }),
+            })
+            .await;
+        // The valid one reaches AWS, which does not know the job.
+        let code = result.unwrap_err().code();
+        assert_eq!(
+            code == Code::InvalidArgument,
+            bad,
+            "message {message} external {external}"
+        );
+        assert_eq!(h.emulator.requests().len(), before + usize::from(!bad));
+    }
+    for (job_len, token_len, client_id, bad) in [
+        (512, 256, String::new(), None),
+        (513, 1, String::new(), Some("jobId")),
+        (1, 257, String::new(), Some("clientToken")),
+        (1, 1, "not-a-uuid".to_owned(), Some("clientId")),
+    ] {
+        let before = h.emulator.requests().len();
+        let status = h
+            .client
+            .put_third_party_job_failure_result(v1::PutThirdPartyJobFailureResultRequest {
+                job_id: s(job_len),
+                client_token: s(token_len),
+                client_id,
+                failure_details: Some(v1::FailureDetails {
+                    r#type: FailureType::JobFailed.into(),
+                    message: "m".into(),
+                    external_execution_id: String::new(),
+                }),
+            })
+            .await
+            .unwrap_err();
+        match bad {
+            None => {
+                assert_eq!(status.code(), Code::NotFound);
+                assert_eq!(h.emulator.requests().len(), before + 1);
+            }
+            Some(field) => {
+                assert_eq!(
+                    status.get_details_bad_request().unwrap().field_violations[0].field,
+                    field
+                );
+                assert_eq!(h.emulator.requests().len(), before);
+            }
+        }
+    }
+}

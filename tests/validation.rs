@@ -285,6 +285,7 @@ async fn all_violations_are_reported_at_once() {
     );
     let info = status.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.reason, "INVALID_REQUEST");
+    assert_eq!(info.metadata["attempts"], "0");
     assert!(h.emulator.requests().is_empty());
 }
 
