@@ -77,6 +77,16 @@ async fn started(child: &mut Child) -> (String, mpsc::UnboundedReceiver<String>)
     (addr, all_rx)
 }
 
+/// Sends SIGTERM, as Kubernetes does, through the shell's `kill` builtin (no
+/// `unsafe` libc call, and no dependency on a separate `kill` binary).
+fn sigterm(child: &Child) -> bool {
+    let pid = child.id().expect("still running");
+    std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn drain(mut lines: mpsc::UnboundedReceiver<String>) -> Vec<String> {
     let mut all = Vec::new();
     while let Ok(line) = lines.try_recv() {
@@ -137,12 +147,7 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() {
     .await
     .expect("calls reach the emulator");
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    assert!(sigterm(&child));
 
     for call in calls {
         call.await
@@ -275,11 +280,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         .await
         .unwrap();
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    assert!(sigterm(&child));
     child.wait().await.unwrap();
     let logs = drain(lines).join("\n");
     assert!(
