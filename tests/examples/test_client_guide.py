@@ -56,7 +56,7 @@ def test_python_snippet_reads_the_details(python_stubs, dns_target, emulator):
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "INVALID_ARGUMENT INVALID_REQUEST {}" in run.stdout, run.stdout
+    assert "INVALID_ARGUMENT INVALID_REQUEST {'attempts': '0'}" in run.stdout, run.stdout
     for violation in EXPECTED_VIOLATIONS:
         assert violation in run.stdout, run.stdout
     assert emulator.requests() == []
