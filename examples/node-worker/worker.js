@@ -1,22 +1,36 @@
 #!/usr/bin/env node
-// An example CodePipeline job worker that reports results through
-// codepipeline-gateway over gRPC, so it needs no AWS credentials.
+// An example CodePipeline job worker that talks to AWS CodePipeline only
+// through codepipeline-gateway over gRPC, so it needs no AWS credentials.
 //
-// For a custom-action job it reports twice, as a long-running action would:
-// first a success with a continuation token (the action goes on, 0% done),
-// then the final success with output variables. For a partner (third-party)
-// job it reports one success with the job's client token.
+// It runs in one of two ways:
+//
+// * As a complete job worker (`--poll custom` or `--poll partner`): a loop
+//   that polls for jobs of one action type, claims each with its nonce
+//   (AcknowledgeJob; a partner job's nonce comes from
+//   GetThirdPartyJobDetails), does the work (`doTheWork` below: replace it
+//   with yours) and reports progress with a continuation token, success, or
+//   failure. Partner jobs need no client token: the gateway's client-token
+//   map supplies it. The loop ends after `--max-jobs` jobs, after one poll
+//   with `--once`, after `--idle-timeout` seconds without a job, or on
+//   SIGTERM/SIGINT (after the job in hand).
+// * As a reporter for jobs whose ids it is given (`--job-id`, and
+//   `--partner-job-id` with `--client-token`): a custom job is reported
+//   twice, first a success with a continuation token (the action goes on, 0%
+//   done), then the final success with output variables; a partner job once.
 //
 // Every call has a deadline. Only UNAVAILABLE and RESOURCE_EXHAUSTED are
 // retried (the gateway has already retried AWS throttling and 5xx itself),
 // waiting at least as long as the error's google.rpc.RetryInfo asks, with
 // exponential backoff and full jitter. DEADLINE_EXCEEDED is retried too,
-// because a success report is safe to repeat: if the earlier attempt did land,
-// the repeat fails with FAILED_PRECONDITION (INVALID_JOB_STATE), which this
-// worker then treats as "already reported". See docs/clients.md.
+// because every call here is safe to repeat: when an earlier attempt did
+// land, a repeated report fails with FAILED_PRECONDITION (INVALID_JOB_STATE)
+// and a repeated acknowledgement with FAILED_PRECONDITION (INVALID_NONCE),
+// which this worker then reads as "already done". INVALID_NONCE without such
+// an earlier attempt means that another worker claimed the job: it is
+// skipped. See docs/clients.md.
 //
-// Exit status: 0 when every report was accepted (or had already landed),
-// 1 when a report failed, 2 for bad usage.
+// Exit status: 0 when every call was accepted or had already landed (skipped
+// jobs included), 1 when a call failed for good, 2 for bad usage.
 'use strict';
 
 const path = require('node:path');
@@ -49,7 +63,7 @@ const DETAIL_TYPES = {
 };
 
 const RETRYABLE = new Set([Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED]);
-// A success report whose outcome is unknown may be repeated (see above).
+// A call whose outcome is unknown may be repeated (see above).
 const RETRYABLE_IF_SAFE_TO_REPEAT = new Set([Status.DEADLINE_EXCEEDED]);
 
 const CODE_NAMES = Object.fromEntries(
@@ -93,6 +107,7 @@ function flag(details, key) {
   return Boolean(details.errorInfo && details.errorInfo.metadata[key] === 'true');
 }
 
+/** A call that failed for good (after any retries). */
 class ReportFailed extends Error {
   constructor(label, code, message, details) {
     super(`${label}: failed: ${CODE_NAMES[code]}: ${message}`);
@@ -136,27 +151,39 @@ function unary(client, method, request, deadlineSeconds) {
 
 const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 
-/** Calls `method` until it succeeds or fails for good. */
-async function report(label, client, method, request, { deadline, policy }) {
+// What a repeated call answers when its earlier attempt landed.
+const REPORT_LANDED = 'INVALID_JOB_STATE'; // the job already has this result
+const ACK_LANDED = 'INVALID_NONCE'; // the nonce was already used, by this worker
+
+/**
+ * Calls `method` until it succeeds or fails for good.
+ *
+ * `landedReason` is the FAILED_PRECONDITION reason that, after an attempt of
+ * unknown outcome, means that attempt landed: INVALID_JOB_STATE for a report,
+ * INVALID_NONCE for an acknowledgement, null for reads and polls.
+ */
+async function call(label, client, method, request, { deadline, policy, landedReason = REPORT_LANDED }) {
   let earlierOutcomeUnknown = false;
   for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
     try {
       const response = await unary(client, method, request, deadline);
-      return { awsRequestId: response.awsRequestId, attempts: attempt, alreadyReported: false };
+      return { awsRequestId: response.awsRequestId, attempts: attempt, alreadyDone: false, response };
     } catch (error) {
       if (typeof error.code !== 'number') throw error;
       const details = decodeDetails(error);
 
-      // INVALID_JOB_STATE after an attempt of unknown outcome (ours, or one of
-      // the gateway's own retries): the earlier report landed. Nothing to do.
+      // The call's own "already done" answer after an attempt of unknown
+      // outcome (ours, or one of the gateway's own retries): the earlier
+      // attempt landed. Nothing more to do.
       if (
+        landedReason !== null &&
         error.code === Status.FAILED_PRECONDITION &&
         details.errorInfo &&
-        details.errorInfo.reason === 'INVALID_JOB_STATE' &&
+        details.errorInfo.reason === landedReason &&
         (earlierOutcomeUnknown || flag(details, 'earlierAttemptMayHaveBeenApplied'))
       ) {
-        const awsRequestId = details.errorInfo ? details.errorInfo.metadata.awsRequestId || '' : '';
-        return { awsRequestId, attempts: attempt, alreadyReported: true };
+        const awsRequestId = details.errorInfo.metadata.awsRequestId || '';
+        return { awsRequestId, attempts: attempt, alreadyDone: true, response: null };
       }
 
       // Remember when this attempt itself may have reached AWS.
@@ -187,10 +214,15 @@ async function report(label, client, method, request, { deadline, policy }) {
   throw new Error('unreachable');
 }
 
-function printOutcome(label, outcome) {
-  if (outcome.alreadyReported) {
+/** Sends a success or failure report (see `call`). */
+function report(label, client, method, request, { deadline, policy }) {
+  return call(label, client, method, request, { deadline, policy, landedReason: REPORT_LANDED });
+}
+
+function printOutcome(label, outcome, already = 'already reported') {
+  if (outcome.alreadyDone) {
     console.log(
-      `${label}: already reported (an earlier attempt landed)` +
+      `${label}: ${already} (an earlier attempt landed)` +
         ` awsRequestId=${outcome.awsRequestId || '-'} attempts=${outcome.attempts}`,
     );
   } else {
@@ -198,25 +230,347 @@ function printOutcome(label, outcome) {
   }
 }
 
-const USAGE = `usage: node worker.js [--target HOST:PORT] [--job-id ID] [--continuation-token TOKEN]
+// ---------------------------------------------------------------------------
+// The work. Replace `doTheWork` with what your action really does.
+//
+// `job` is { kind: 'custom' | 'partner', id, data, clientId }. It returns one of
+//   { progress: { continuationToken, summary, percentComplete } }  not done yet:
+//       CodePipeline hands the token back in the data of a continuation job
+//   { success: { summary, outputVariables } }   (output variables: custom jobs only)
+//   { failure: { type, message } }
+
+/**
+ * A stand-in for real work, steered by the action's configuration.
+ *
+ * `Mode=fail` (or `Fail=true`) fails the job, with `FailureMessage` if set.
+ * Otherwise a job without a continuation token starts the work and asks to be
+ * continued; the continuation job, which carries the token, finishes it.
+ */
+function doTheWork(job, outputVariables) {
+  const configuration = (job.data.actionConfiguration || {}).configuration || {};
+  if ((configuration.Mode || '').toLowerCase() === 'fail' || (configuration.Fail || '').toLowerCase() === 'true') {
+    return {
+      failure: {
+        type: 'FAILURE_TYPE_JOB_FAILED',
+        message: configuration.FailureMessage || 'the action configuration asked for a failure (Mode=fail)',
+      },
+    };
+  }
+  if (!job.data.continuationToken) {
+    return { progress: { continuationToken: 'phase=finish', summary: 'started', percentComplete: 0 } };
+  }
+  return { success: { summary: `finished (${job.data.continuationToken})`, outputVariables } };
+}
+
+// ---------------------------------------------------------------------------
+// The polling worker.
+
+class Worker {
+  constructor(client, settings, { deadline, policy }) {
+    this.client = client;
+    this.settings = settings;
+    this.deadline = deadline;
+    this.policy = policy;
+    this.stopping = false;
+    this.wake = null;
+    this.counts = { succeeded: 0, continued: 0, failed: 0, skipped: 0, error: 0 };
+  }
+
+  stop() {
+    this.stopping = true;
+    if (this.wake) this.wake();
+  }
+
+  call(label, method, request, landedReason = null) {
+    return call(label, this.client, method, request, {
+      deadline: this.deadline,
+      policy: this.policy,
+      landedReason,
+    });
+  }
+
+  /** Polls and works until a stop condition; resolves to the exit status. */
+  async run() {
+    const s = this.settings;
+    let handled = 0;
+    let idleSince = Date.now();
+    while (!this.stopping) {
+      if (s.maxJobs !== null && handled >= s.maxJobs) break;
+      // Never ask for more jobs than will be worked on: a polled job that is
+      // never acknowledged waits for CodePipeline's timeout.
+      const batch = s.maxJobs === null ? s.maxBatchSize : Math.min(s.maxBatchSize, s.maxJobs - handled);
+      let jobs;
+      try {
+        jobs = await this.poll(batch);
+      } catch (error) {
+        if (!(error instanceof ReportFailed)) throw error;
+        process.stderr.write(`${error.describe()}\n`);
+        this.counts.error += 1;
+        break; // a poll that fails for good is a configuration problem
+      }
+      for (const job of jobs) {
+        this.counts[await this.handle(job)] += 1;
+        handled += 1;
+      }
+      if (jobs.length) idleSince = Date.now();
+      if (s.once) break;
+      if (!jobs.length) {
+        if (s.idleTimeout !== null && Date.now() - idleSince >= s.idleTimeout * 1000) break;
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, s.pollInterval * 1000);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wake = null;
+      }
+    }
+    const c = this.counts;
+    console.log(
+      `done: ${handled} jobs (succeeded ${c.succeeded}, continued ${c.continued},` +
+        ` failed ${c.failed}, skipped ${c.skipped}, errors ${c.error})`,
+    );
+    return c.error ? 1 : 0;
+  }
+
+  async poll(batch) {
+    const s = this.settings;
+    const name = s.mode === 'custom' ? 'PollForJobs' : 'PollForThirdPartyJobs';
+    const outcome = await this.call(name, name, { actionTypeId: s.actionTypeId, maxBatchSize: batch });
+    const jobs = outcome.response.jobs || [];
+    if (jobs.length) {
+      console.log(
+        `${name}: ${jobs.length} job${jobs.length === 1 ? '' : 's'}` +
+          ` awsRequestId=${outcome.awsRequestId} attempts=${outcome.attempts}`,
+      );
+    }
+    return jobs;
+  }
+
+  /** Claims, works on and reports one polled job; resolves to what became of it. */
+  async handle(polled) {
+    try {
+      const job = await this.claim(polled);
+      if (job === null) return 'skipped';
+      let result;
+      try {
+        result = await doTheWork(job, this.settings.outputVariables);
+      } catch (error) {
+        // The work broke: that is a failed job.
+        const message = `the work raised ${error && error.name}: ${error && error.message}`;
+        result = { failure: { type: 'FAILURE_TYPE_JOB_FAILED', message: message.slice(0, 5000) } };
+      }
+      return await this.sendResult(job, result);
+    } catch (error) {
+      if (!(error instanceof ReportFailed)) throw error;
+      process.stderr.write(`${error.describe()}\n`);
+      return 'error';
+    }
+  }
+
+  /** Acknowledges the job; resolves to null when another worker has it. */
+  async claim(polled) {
+    let job;
+    let label;
+    let method;
+    let request;
+    if (this.settings.mode === 'custom') {
+      job = { kind: 'custom', id: polled.id, data: polled.data || {}, clientId: '' };
+      label = `AcknowledgeJob ${job.id}`;
+      method = 'AcknowledgeJob';
+      request = { jobId: job.id, nonce: polled.nonce };
+    } else {
+      // A partner poll returns only ids: the data and the nonce come with the
+      // details. No client token: the gateway fills it in from its map.
+      // clientId lets any replica of the gateway do that.
+      const detailsLabel = `GetThirdPartyJobDetails ${polled.jobId}`;
+      const outcome = await this.call(detailsLabel, 'GetThirdPartyJobDetails', {
+        jobId: polled.jobId,
+        clientId: polled.clientId,
+      });
+      printOutcome(detailsLabel, outcome);
+      const details = outcome.response.jobDetails || {};
+      job = { kind: 'partner', id: polled.jobId, data: details.data || {}, clientId: polled.clientId };
+      label = `AcknowledgeThirdPartyJob ${job.id}`;
+      method = 'AcknowledgeThirdPartyJob';
+      request = { jobId: job.id, nonce: details.nonce, clientId: job.clientId };
+    }
+    let outcome;
+    try {
+      outcome = await this.call(label, method, request, ACK_LANDED);
+    } catch (error) {
+      if (
+        error instanceof ReportFailed &&
+        error.code === Status.FAILED_PRECONDITION &&
+        error.details.errorInfo &&
+        error.details.errorInfo.reason === 'INVALID_NONCE'
+      ) {
+        // No earlier attempt of ours may have landed: the nonce is stale
+        // because another worker claimed the job. Leave it alone.
+        console.log(`${label}: skipped: another worker has claimed the job (INVALID_NONCE)`);
+        return null;
+      }
+      throw error;
+    }
+    printOutcome(label, outcome, 'already acknowledged by this worker');
+    return job;
+  }
+
+  async sendResult(job, result) {
+    const context = job.data.pipelineContext || {};
+    const runId = `node-worker-${(context.action && context.action.actionExecutionId) || job.id}`;
+    const custom = job.kind === 'custom';
+    const partnerFields = custom ? {} : { clientId: job.clientId };
+    let method;
+    let label;
+    let request;
+    let kept;
+    if (result.failure) {
+      method = custom ? 'PutJobFailureResult' : 'PutThirdPartyJobFailureResult';
+      label = `${method} ${job.id}`;
+      request = {
+        jobId: job.id,
+        ...partnerFields,
+        failureDetails: { ...result.failure, externalExecutionId: runId },
+      };
+      kept = 'failed';
+    } else {
+      const progress = result.progress;
+      const done = result.success;
+      method = custom ? 'PutJobSuccessResult' : 'PutThirdPartyJobSuccessResult';
+      label = `${method} ${job.id} ${progress ? 'continuation' : 'final'}`;
+      request = {
+        jobId: job.id,
+        ...partnerFields,
+        executionDetails: {
+          summary: (progress || done).summary,
+          externalExecutionId: runId,
+          percentComplete: progress ? progress.percentComplete : 100, // 0 is sent: the field is optional
+        },
+      };
+      if (progress) request.continuationToken = progress.continuationToken;
+      if (custom && done && done.outputVariables && Object.keys(done.outputVariables).length) {
+        request.outputVariables = done.outputVariables;
+      }
+      kept = progress ? 'continued' : 'succeeded';
+    }
+    printOutcome(label, await this.call(label, method, request, REPORT_LANDED));
+    return kept;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Report-only mode: results for jobs whose ids are given.
+
+async function reportGivenJobs(client, args, policy) {
+  const send = (label, method, request) =>
+    report(label, client, method, request, { deadline: args.deadline, policy });
+  try {
+    if (args.jobId && !args.continuationToken) {
+      // Phase 1: the action has started and is not done yet. The continuation
+      // token comes back with the job's next run.
+      const label = `PutJobSuccessResult ${args.jobId} continuation`;
+      printOutcome(
+        label,
+        await send(label, 'PutJobSuccessResult', {
+          jobId: args.jobId,
+          continuationToken: 'phase=finish',
+          executionDetails: {
+            summary: 'started',
+            externalExecutionId: 'node-worker-run-1',
+            percentComplete: args.percentComplete, // 0 is sent: the field is optional
+          },
+        }),
+      );
+    }
+    if (args.jobId) {
+      // Phase 2: the final result, with output variables for later actions.
+      const label = `PutJobSuccessResult ${args.jobId} final`;
+      printOutcome(
+        label,
+        await send(label, 'PutJobSuccessResult', {
+          jobId: args.jobId,
+          executionDetails: {
+            summary: 'finished',
+            externalExecutionId: 'node-worker-run-1',
+            percentComplete: 100,
+          },
+          outputVariables: args.outputVariables,
+        }),
+      );
+    }
+    if (args.partnerJobId) {
+      const label = `PutThirdPartyJobSuccessResult ${args.partnerJobId}`;
+      printOutcome(
+        label,
+        await send(label, 'PutThirdPartyJobSuccessResult', {
+          jobId: args.partnerJobId,
+          clientToken: args.clientToken,
+          executionDetails: { summary: 'partner action done' },
+        }),
+      );
+    }
+  } catch (error) {
+    if (!(error instanceof ReportFailed)) throw error;
+    process.stderr.write(`${error.describe()}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Command line.
+
+const CATEGORIES = ['Source', 'Build', 'Deploy', 'Test', 'Invoke', 'Approval', 'Compute'];
+const DEFAULT_ACTION_TYPES = {
+  // those of `codepipeline-gateway dev`
+  custom: ['Build', 'CpgwDevBuilder'],
+  partner: ['Deploy', 'CpgwDevPartner'],
+};
+
+const USAGE = `usage: node worker.js [--target HOST:PORT] --poll custom|partner [--category C]
+                      [--provider P] [--action-version V] [--max-jobs N] [--once]
+                      [--idle-timeout SECONDS] [--poll-interval SECONDS] [--max-batch-size N]
+                      [--output-variable KEY=VALUE]... [--deadline SECONDS] [--max-attempts N]
+                      [--round-robin]
+       node worker.js [--target HOST:PORT] [--job-id ID] [--continuation-token TOKEN]
                       [--partner-job-id ID --client-token TOKEN]
                       [--output-variable KEY=VALUE]... [--percent-complete N] [--deadline SECONDS]
                       [--max-attempts N] [--round-robin]
 
-Report CodePipeline job results through codepipeline-gateway.
+A CodePipeline job worker that works through codepipeline-gateway.
 
   --target            gateway address, e.g. 127.0.0.1:50051 or
                       dns:///codepipeline-gateway-headless.ci.svc:50051 (env CPGW_TARGET)
+
+polling worker:
+  --poll              poll for jobs of a custom or a partner action type and work on them
+                      (env CPGW_POLL)
+  --category          the action type's category: ${CATEGORIES.join(', ')}
+                      (default Build for custom, Deploy for partner)
+  --provider          the action type's provider (default CpgwDevBuilder / CpgwDevPartner,
+                      as in dev mode)
+  --action-version    the action type's version (default 1)
+  --max-jobs          stop after this many jobs (default: no limit)
+  --once              poll once, work on what it returns, stop
+  --idle-timeout      stop after this many seconds without a job (default: never)
+  --poll-interval     seconds between empty polls (default 1)
+  --max-batch-size    jobs per poll (default 1)
+
+reporting for given jobs:
   --job-id            custom-action job id (env JOB_ID)
   --partner-job-id    partner (third-party) job id (env PARTNER_JOB_ID)
   --client-token      the partner job's client token (env CLIENT_TOKEN)
   --continuation-token  the custom job's data.continuationToken, when CodePipeline handed
                       one back: resume and send only the final report (env CONTINUATION_TOKEN)
-  --output-variable   output variable of the final custom-job report (repeatable;
-                      default RESULT=passed)
   --percent-complete  progress sent with the continuation report (default 0)
+
+both:
+  --output-variable   output variable of a final custom-job report (repeatable;
+                      default RESULT=passed)
   --deadline          seconds each call may take (env CPGW_DEADLINE, default 10)
-  --max-attempts      attempts per report (default 4)
+  --max-attempts      attempts per call (default 4)
   --round-robin       balance calls over every address the target resolves to (use with dns:///)`;
 
 function usageError(message) {
@@ -231,6 +585,15 @@ function parseCommandLine(argv) {
       args: argv,
       options: {
         target: { type: 'string', default: process.env.CPGW_TARGET || '127.0.0.1:50051' },
+        poll: { type: 'string', default: process.env.CPGW_POLL || '' },
+        category: { type: 'string', default: '' },
+        provider: { type: 'string', default: '' },
+        'action-version': { type: 'string', default: '1' },
+        'max-jobs': { type: 'string', default: '' },
+        once: { type: 'boolean', default: false },
+        'idle-timeout': { type: 'string', default: '' },
+        'poll-interval': { type: 'string', default: '1' },
+        'max-batch-size': { type: 'string', default: '1' },
         'job-id': { type: 'string', default: process.env.JOB_ID || '' },
         'partner-job-id': { type: 'string', default: process.env.PARTNER_JOB_ID || '' },
         'client-token': { type: 'string', default: process.env.CLIENT_TOKEN || '' },
@@ -258,11 +621,13 @@ function parseCommandLine(argv) {
   }
   const number = (name) => {
     const n = Number(values[name]);
-    if (!Number.isFinite(n)) usageError(`--${name} must be a number`);
+    if (values[name] === '' || !Number.isFinite(n)) usageError(`--${name} must be a number`);
     return n;
   };
+  const optionalNumber = (name) => (values[name] === '' ? null : number(name));
   const args = {
     target: values.target,
+    poll: values.poll,
     jobId: values['job-id'],
     partnerJobId: values['partner-job-id'],
     clientToken: values['client-token'],
@@ -273,9 +638,41 @@ function parseCommandLine(argv) {
     maxAttempts: number('max-attempts'),
     roundRobin: values['round-robin'],
   };
-  if (!args.jobId && !args.partnerJobId) usageError('give --job-id and/or --partner-job-id');
-  if (args.partnerJobId && !args.clientToken) usageError('--partner-job-id needs --client-token');
   if (args.maxAttempts < 1) usageError('--max-attempts must be at least 1');
+  if (args.poll) {
+    if (!(args.poll in DEFAULT_ACTION_TYPES)) usageError(`--poll must be custom or partner, not '${args.poll}'`);
+    if (args.jobId || args.partnerJobId) {
+      usageError('--poll works on the jobs it polls: leave out --job-id and --partner-job-id');
+    }
+    const [defaultCategory, defaultProvider] = DEFAULT_ACTION_TYPES[args.poll];
+    const category = values.category || defaultCategory;
+    if (!CATEGORIES.includes(category)) usageError(`--category must be one of ${CATEGORIES.join(', ')}`);
+    args.settings = {
+      mode: args.poll,
+      actionTypeId: {
+        category: `ACTION_CATEGORY_${category.toUpperCase()}`,
+        owner: args.poll === 'custom' ? 'ACTION_OWNER_CUSTOM' : 'ACTION_OWNER_THIRD_PARTY',
+        provider: values.provider || defaultProvider,
+        version: values['action-version'],
+      },
+      maxJobs: optionalNumber('max-jobs'),
+      once: values.once,
+      idleTimeout: optionalNumber('idle-timeout'),
+      pollInterval: number('poll-interval'),
+      maxBatchSize: number('max-batch-size'),
+      outputVariables: args.outputVariables,
+    };
+    if (args.settings.maxJobs !== null && args.settings.maxJobs < 1) usageError('--max-jobs must be at least 1');
+    if (args.settings.maxBatchSize < 1) usageError('--max-batch-size must be at least 1');
+    if (args.settings.idleTimeout !== null && args.settings.idleTimeout < 0) {
+      usageError('--idle-timeout must not be negative');
+    }
+    return args;
+  }
+  if (!args.jobId && !args.partnerJobId) {
+    usageError('give --poll custom|partner, or --job-id and/or --partner-job-id');
+  }
+  if (args.partnerJobId && !args.clientToken) usageError('--partner-job-id needs --client-token');
   return args;
 }
 
@@ -288,65 +685,22 @@ async function main(argv) {
   }
   const JobWorkerService = loadService();
   const client = new JobWorkerService(args.target, grpc.credentials.createInsecure(), options);
-  const call = (label, method, request) =>
-    report(label, client, method, request, { deadline: args.deadline, policy });
-
   try {
-    if (args.jobId && !args.continuationToken) {
-      // Phase 1: the action has started and is not done yet. The continuation
-      // token comes back with the job's next run.
-      const label = `PutJobSuccessResult ${args.jobId} continuation`;
-      printOutcome(
-        label,
-        await call(label, 'PutJobSuccessResult', {
-          jobId: args.jobId,
-          continuationToken: 'phase=finish',
-          executionDetails: {
-            summary: 'started',
-            externalExecutionId: 'node-worker-run-1',
-            percentComplete: args.percentComplete, // 0 is sent: the field is optional
-          },
-        }),
-      );
+    if (!args.poll) return await reportGivenJobs(client, args, policy);
+    const worker = new Worker(client, args.settings, { deadline: args.deadline, policy });
+    for (const signal of ['SIGTERM', 'SIGINT']) {
+      process.on(signal, () => {
+        process.stderr.write(`${signal}: stopping after the job in hand\n`);
+        worker.stop();
+      });
     }
-    if (args.jobId) {
-      // Phase 2: the final result, with output variables for later actions.
-      const label = `PutJobSuccessResult ${args.jobId} final`;
-      printOutcome(
-        label,
-        await call(label, 'PutJobSuccessResult', {
-          jobId: args.jobId,
-          executionDetails: {
-            summary: 'finished',
-            externalExecutionId: 'node-worker-run-1',
-            percentComplete: 100,
-          },
-          outputVariables: args.outputVariables,
-        }),
-      );
-    }
-    if (args.partnerJobId) {
-      const label = `PutThirdPartyJobSuccessResult ${args.partnerJobId}`;
-      printOutcome(
-        label,
-        await call(label, 'PutThirdPartyJobSuccessResult', {
-          jobId: args.partnerJobId,
-          clientToken: args.clientToken,
-          executionDetails: { summary: 'partner action done' },
-        }),
-      );
-    }
-  } catch (error) {
-    if (!(error instanceof ReportFailed)) throw error;
-    process.stderr.write(`${error.describe()}\n`);
-    return 1;
+    return await worker.run();
   } finally {
     client.close();
   }
-  return 0;
 }
 
-module.exports = { decodeDetails, report, ReportFailed };
+module.exports = { call, decodeDetails, doTheWork, report, ReportFailed, Worker };
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
