@@ -533,11 +533,11 @@ const USAGE = `usage: node worker.js [--target HOST:PORT] --poll custom|partner 
                       [--provider P] [--action-version V] [--max-jobs N] [--once]
                       [--idle-timeout SECONDS] [--poll-interval SECONDS] [--max-batch-size N]
                       [--output-variable KEY=VALUE]... [--deadline SECONDS] [--max-attempts N]
-                      [--round-robin]
+                      [--round-robin] [--authority NAME]
        node worker.js [--target HOST:PORT] [--job-id ID] [--continuation-token TOKEN]
                       [--partner-job-id ID --client-token TOKEN]
                       [--output-variable KEY=VALUE]... [--percent-complete N] [--deadline SECONDS]
-                      [--max-attempts N] [--round-robin]
+                      [--max-attempts N] [--round-robin] [--authority NAME]
 
 A CodePipeline job worker that works through codepipeline-gateway.
 
@@ -571,7 +571,9 @@ both:
                       default RESULT=passed)
   --deadline          seconds each call may take (env CPGW_DEADLINE, default 10)
   --max-attempts      attempts per call (default 4)
-  --round-robin       balance calls over every address the target resolves to (use with dns:///)`;
+  --round-robin       balance calls over every address the target resolves to (use with dns:///)
+  --authority         the :authority to send instead of the target's name, e.g. for a list of
+                      addresses such as ipv4:10.0.0.1:50051,10.0.0.2:50051 (env CPGW_AUTHORITY)`;
 
 function usageError(message) {
   process.stderr.write(`${USAGE}\n\nerror: ${message}\n`);
@@ -603,6 +605,7 @@ function parseCommandLine(argv) {
         deadline: { type: 'string', default: process.env.CPGW_DEADLINE || '10' },
         'max-attempts': { type: 'string', default: '4' },
         'round-robin': { type: 'boolean', default: false },
+        authority: { type: 'string', default: process.env.CPGW_AUTHORITY || '' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -637,6 +640,7 @@ function parseCommandLine(argv) {
     deadline: number('deadline'),
     maxAttempts: number('max-attempts'),
     roundRobin: values['round-robin'],
+    authority: values.authority,
   };
   if (args.maxAttempts < 1) usageError('--max-attempts must be at least 1');
   if (args.poll) {
@@ -683,6 +687,7 @@ async function main(argv) {
   if (args.roundRobin) {
     options['grpc.service_config'] = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
   }
+  if (args.authority) options['grpc.default_authority'] = args.authority;
   const JobWorkerService = loadService();
   const client = new JobWorkerService(args.target, grpc.credentials.createInsecure(), options);
   try {

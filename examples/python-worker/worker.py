@@ -627,6 +627,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="balance calls over every address the target resolves to (use with dns:///)",
     )
+    common.add_argument(
+        "--authority",
+        default=env("CPGW_AUTHORITY"),
+        help="the :authority to send instead of the target's name, e.g. for a list of "
+        "addresses such as ipv4:10.0.0.1:50051,10.0.0.2:50051 (env CPGW_AUTHORITY)",
+    )
     args = parser.parse_args(argv)
     if args.max_attempts < 1:
         parser.error("--max-attempts must be at least 1")
@@ -673,6 +679,8 @@ def main(argv: list[str]) -> int:
     options = []
     if args.round_robin:
         options.append(("grpc.lb_policy_name", "round_robin"))
+    if args.authority:
+        options.append(("grpc.default_authority", args.authority))
 
     with grpc.insecure_channel(args.target, options=options) as channel:
         stub = pb_grpc.JobWorkerServiceStub(channel)

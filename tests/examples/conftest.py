@@ -70,8 +70,25 @@ class Emulator:
             raw = response.read()
         return json.loads(raw) if raw else None
 
-    def create_job(self, kind: str = "custom") -> dict:
-        return self._call("POST", "/_emulator/jobs", {"kind": kind})
+    def create_job(
+        self,
+        kind: str = "custom",
+        *,
+        action_type_id: dict | None = None,
+        configuration: dict[str, str] | None = None,
+    ) -> dict:
+        body: dict = {"kind": kind}
+        if action_type_id is not None:
+            body["actionTypeId"] = action_type_id
+        if configuration is not None:
+            body["configuration"] = configuration
+        return self._call("POST", "/_emulator/jobs", body)
+
+    def register_action_type(self, action_type_id: dict) -> None:
+        self._call("POST", "/_emulator/action-types", action_type_id)
+
+    def jobs(self) -> list[dict]:
+        return self._call("GET", "/_emulator/jobs")["jobs"]
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/_emulator/jobs/{job_id}")
@@ -206,6 +223,115 @@ def dev(gateway_binary: Path):
             pump.join(timeout=5)
 
 
+def _start(command: list[str], env: dict[str, str], ready: str, what: str):
+    """Starts a process whose stdout and stderr are collected; returns it with
+    its stdout and stderr lines once a line containing `ready` appeared."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    stdout_lines: list[str] = []
+    stderr_lines: list[str] = []
+    seen = threading.Event()
+    pumps = [
+        threading.Thread(target=_pump, args=(process.stdout, stdout_lines, seen, ready), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, stderr_lines, seen, ready), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not seen.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"{what} did not start:\n" + "\n".join(stdout_lines + stderr_lines[-30:]))
+    return process, stdout_lines, stderr_lines
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without settings of the gateway or of AWS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CPGW_", "AWS_"))}
+    env["NO_COLOR"] = "1"
+    return env
+
+
+@dataclass
+class StandaloneEmulator:
+    """`codepipeline-gateway emulator`: the emulator alone, in its own process."""
+
+    control: Emulator
+    aws_env: dict[str, str]  # AWS_ENDPOINT_URL, AWS_REGION and its dev credentials
+
+
+@pytest.fixture(scope="session")
+def standalone_emulator(gateway_binary: Path):
+    (port,) = free_ports(1)
+    process, stdout_lines, _ = _start(
+        [str(gateway_binary), "emulator", "--listen", f"127.0.0.1:{port}"],
+        _clean_env(),
+        "AWS_SECRET_ACCESS_KEY=",
+        "codepipeline-gateway emulator",
+    )
+    try:
+        # It prints the settings an AWS SDK needs to use it, on one line.
+        line = next(line for line in stdout_lines if "AWS_SECRET_ACCESS_KEY=" in line)
+        aws_env = dict(word.split("=", 1) for word in line.split() if word.startswith("AWS_"))
+        assert set(aws_env) == {
+            "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+        }, line  # fmt: skip
+        yield StandaloneEmulator(Emulator(aws_env["AWS_ENDPOINT_URL"]), aws_env)
+    finally:
+        _stop(process)
+
+
+@dataclass
+class ServedGateway:
+    grpc_target: str
+    stderr_lines: list[str]
+
+
+@pytest.fixture
+def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator, tmp_path: Path):
+    """Starts `codepipeline-gateway serve` against the standalone emulator, with
+    a client-token map: serve_gateway(tokens, host=...) -> ServedGateway.
+
+    The map's file must exist when the gateway starts, and the emulator gives
+    every partner job a fresh clientId and clientToken: so the tests create
+    their partner jobs first, then write the file, then start the gateway."""
+    started = []
+
+    def start(tokens: dict[str, str], *, host: str = "127.0.0.1", port: int | None = None) -> ServedGateway:
+        grpc_port, admin_port = free_ports(2)
+        grpc_port = port or grpc_port
+        tokens_file = tmp_path / f"client-tokens-{len(started)}.json"
+        tokens_file.write_text(json.dumps(tokens))
+        env = {**_clean_env(), **standalone_emulator.aws_env}
+        # No other credentials source, no instance metadata, no profiles.
+        env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
+                   AWS_SHARED_CREDENTIALS_FILE=os.devnull)  # fmt: skip
+        process, _, stderr_lines = _start(
+            [
+                str(gateway_binary), "serve",
+                "--listen", f"{host}:{grpc_port}",
+                "--admin-listen", f"{host}:{admin_port}",
+                "--client-tokens-file", str(tokens_file),
+                "--shutdown-grace", "1s",
+            ],
+            env,
+            "gateway listening",
+            "codepipeline-gateway serve",
+        )  # fmt: skip
+        started.append(process)
+        return ServedGateway(f"{host}:{grpc_port}", stderr_lines)
+
+    yield start
+    for process in started:
+        _stop(process)
+
+
 @pytest.fixture
 def emulator(dev: DevGateway) -> Emulator:
     """The emulator, with no pending faults and an empty request log."""
@@ -263,12 +389,16 @@ def worker(request, dev: DevGateway):
     for name in ("JOB_ID", "PARTNER_JOB_ID", "CLIENT_TOKEN", "CONTINUATION_TOKEN"):
         env.pop(name, None)
 
-    def run(*args: str, extra_env: dict[str, str] | None = None) -> WorkerRun:
-        """Runs the worker with `args`; the target comes from --target unless
-        extra_env sets CPGW_TARGET."""
-        target = [] if extra_env and "CPGW_TARGET" in extra_env else ["--target", dev.grpc_target]
+    def argv(args, target, extra_env):
+        if extra_env and "CPGW_TARGET" in extra_env and target is None:
+            return [*command, *args]
+        return [*command, "--target", target or dev.grpc_target, *args]
+
+    def run(*args: str, target: str | None = None, extra_env: dict[str, str] | None = None) -> WorkerRun:
+        """Runs the worker with `args` against `target` (default: the dev
+        gateway) unless extra_env sets CPGW_TARGET."""
         completed = subprocess.run(
-            [*command, *target, *args],
+            argv(args, target, extra_env),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -277,6 +407,27 @@ def worker(request, dev: DevGateway):
         )
         return WorkerRun(completed.returncode, completed.stdout, completed.stderr)
 
+    def start(*args: str, target: str | None = None) -> subprocess.Popen:
+        """Starts the worker in the background; finish it with finish()."""
+        return subprocess.Popen(
+            argv(args, target, None),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def finish(process: subprocess.Popen) -> WorkerRun:
+        try:
+            stdout, stderr = process.communicate(timeout=WORKER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        return WorkerRun(process.returncode, stdout, stderr)
+
     run.language = request.param
     run.target = dev.grpc_target
+    run.start = start
+    run.finish = finish
     return run
