@@ -6,7 +6,8 @@ comment, followed by a ```text block with the expected output (stdout and
 stderr together). In expected output, `<request id>` and other `<lower case
 words>` stand for any text on that line. Recipes run in page order, each with
 GATEWAY, JOB_ID, PARTNER_JOB_ID and CLIENT_TOKEN set to a fresh dev instance's
-values, under `bash -euo pipefail`.
+values and EMULATOR to its control API, under `bash -euo pipefail`, in one
+scratch directory (the lifecycle recipes keep what a poll returned there).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ REQUIRED = {
     "put-third-party-job-success",
     "validation-error",
     "health-check",
+    "poll-for-jobs",
+    "acknowledge-job",
+    "acknowledge-job-again",
+    "get-job-details",
+    "put-job-failure",
+    "poll-for-third-party-jobs",
+    "get-third-party-job-details",
 }
 
 
@@ -96,6 +104,7 @@ def grpcurl_env(dev) -> dict[str, str]:
         os.environ,
         PATH=f"{grpcurl.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         GATEWAY=dev.grpc_target,
+        EMULATOR=dev.emulator.base_url,
         JOB_ID=custom["jobId"],
         PARTNER_JOB_ID=partner["jobId"],
         CLIENT_TOKEN=partner["clientToken"],
@@ -113,9 +122,10 @@ def test_the_banner_jobs_and_the_recipe_variables_agree(dev):
 
 
 @pytest.fixture(scope="module")
-def recipe_outputs(grpcurl_env) -> dict[str, tuple[int, str]]:
+def recipe_outputs(grpcurl_env, tmp_path_factory) -> dict[str, tuple[int, str]]:
     """Runs every recipe once, in page order (later ones build on earlier ones)."""
     outputs = {}
+    scratch = tmp_path_factory.mktemp("recipes")
     for recipe in RECIPES:
         completed = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", recipe.script],
@@ -125,7 +135,7 @@ def recipe_outputs(grpcurl_env) -> dict[str, tuple[int, str]]:
             stderr=subprocess.STDOUT,
             text=True,
             timeout=30,
-            cwd=REPO,
+            cwd=scratch,
         )
         outputs[recipe.name] = (completed.returncode, normalize(completed.stdout))
     return outputs
@@ -167,3 +177,46 @@ def test_what_aws_received_from_the_recipes(recipe_outputs, grpcurl_env, dev):
     ]
     assert partner[0]["body"]["clientToken"] == grpcurl_env["CLIENT_TOKEN"]
     assert dev.emulator.job(job_id)["state"] == "Succeeded"
+
+
+def recipe_jobs(dev, provider: str) -> list[dict]:
+    return [j for j in dev.emulator.jobs() if j["actionTypeId"]["provider"] == provider]
+
+
+def test_what_aws_received_from_the_lifecycle_recipes(recipe_outputs, dev):
+    """Poll, acknowledge (twice), details and failure, each exactly once."""
+    (job,) = recipe_jobs(dev, "GrpcurlRecipes")
+    received = dev.emulator.requests(job["jobId"])
+    assert [(r["operation"], r["status"], r["errorType"]) for r in received] == [
+        ("AcknowledgeJob", 200, None),
+        ("AcknowledgeJob", 400, "InvalidNonceException"),
+        ("GetJobDetails", 200, None),
+        ("PutJobFailureResult", 200, None),
+    ]
+    assert received[0]["body"] == {"jobId": job["jobId"], "nonce": job["nonce"]}
+    failure = {
+        "type": "JobFailed",
+        "message": "smoke tests failed: 2 of 14",
+        "externalExecutionId": "smoke-7",
+    }
+    assert received[3]["body"] == {"jobId": job["jobId"], "failureDetails": failure}
+    assert job["state"] == "Failed" and job["failure"] == failure
+    polls = [
+        r["operation"]
+        for r in dev.emulator.requests()
+        if r["operation"].startswith("PollFor")
+        and r["body"]["actionTypeId"]["provider"].startswith("GrpcurlRecipes")
+    ]
+    assert polls == ["PollForJobs", "PollForThirdPartyJobs"]
+    # The poll's answer, which the page shows with placeholders, is the job.
+    _, output = recipe_outputs["poll-for-jobs"]
+    assert f'"id": "{job["jobId"]}"' in output and f'"nonce": "{job["nonce"]}"' in output
+    assert job["data"]["artifactCredentials"]["secretAccessKey"] in output
+
+    (partner,) = recipe_jobs(dev, "GrpcurlRecipesPartner")
+    assert partner["state"] == "Dispatched"
+    received = dev.emulator.requests(partner["jobId"])
+    assert [(r["operation"], r["status"]) for r in received] == [("GetThirdPartyJobDetails", 200)]
+    assert received[0]["body"]["clientToken"] == partner["clientToken"]
+    _, output = recipe_outputs["get-third-party-job-details"]
+    assert f'"nonce": "{partner["nonce"]}"' in output
