@@ -54,6 +54,7 @@ async fn main() {
         },
         attempt_timeout: Duration::from_secs(10),
         default_deadline: Duration::from_secs(30),
+        max_connection_age: None,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
     };

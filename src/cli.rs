@@ -77,6 +77,11 @@ pub struct GatewayArgs {
     /// Deadline for calls that carry none (no grpc-timeout).
     #[arg(long, env = "CPGW_DEFAULT_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub default_deadline: Duration,
+    /// Connections older than this are asked to reconnect (HTTP/2 GOAWAY), so that clients
+    /// balancing over the pods (round_robin on a headless Service) find new ones; calls in
+    /// flight on the old connection finish first. 0s keeps connections forever.
+    #[arg(long, env = "CPGW_MAX_CONNECTION_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
     /// After SIGTERM/SIGINT, how long calls in flight may take to finish.
     #[arg(long, env = "CPGW_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -142,6 +147,7 @@ impl GatewayArgs {
             retry_max_delay,
             attempt_timeout,
             default_deadline,
+            max_connection_age,
             shutdown_grace,
             log_format: _,
             client_tokens_file,
@@ -225,6 +231,7 @@ impl GatewayArgs {
             },
             attempt_timeout,
             default_deadline,
+            max_connection_age: (!max_connection_age.is_zero()).then_some(max_connection_age),
             shutdown_grace,
             client_tokens: client_tokens_file.map(|path| ClientTokenSettings {
                 path,
@@ -250,6 +257,12 @@ mod tests {
         assert_eq!(settings.admin_listen, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(settings.retry.max_attempts, 3);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(settings.max_connection_age, Some(Duration::from_secs(300)));
+        let forever = parse(&["--max-connection-age", "0s"])
+            .serve
+            .settings()
+            .unwrap();
+        assert_eq!(forever.max_connection_age, None);
     }
 
     #[test]

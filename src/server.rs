@@ -30,6 +30,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub attempt_timeout: Duration,
     pub default_deadline: Duration,
+    /// Connections older than this get a GOAWAY; `None` keeps them forever.
+    pub max_connection_age: Option<Duration>,
     pub shutdown_grace: Duration,
     /// The partner client-token map, if the operator configured one.
     pub client_tokens: Option<ClientTokenSettings>,
@@ -123,7 +125,14 @@ impl Gateway {
             stopped.clone(),
         ));
 
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(age) = settings.max_connection_age {
+            // GOAWAY at `age`; calls in flight finish on the old connection.
+            // No `max_connection_age_grace`: in tonic 0.14.9 setting it skips
+            // the GOAWAY and only closes the connection by force later.
+            builder = builder.max_connection_age(age);
+        }
+        let router = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

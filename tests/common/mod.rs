@@ -34,6 +34,7 @@ pub fn settings() -> Settings {
         },
         attempt_timeout: Duration::from_secs(5),
         default_deadline: Duration::from_secs(20),
+        max_connection_age: None,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
     }
