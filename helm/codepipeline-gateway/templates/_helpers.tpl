@@ -93,6 +93,7 @@ CPGW_RETRY_BASE_DELAY: {{ $g.retry.baseDelay | quote }}
 CPGW_RETRY_MAX_DELAY: {{ $g.retry.maxDelay | quote }}
 CPGW_ATTEMPT_TIMEOUT: {{ $g.attemptTimeout | quote }}
 CPGW_DEFAULT_DEADLINE: {{ $g.defaultDeadline | quote }}
+CPGW_MAX_CONNECTION_AGE: {{ $g.maxConnectionAge | quote }}
 CPGW_SHUTDOWN_GRACE: {{ $g.shutdownGrace | quote }}
 CPGW_LOG_FORMAT: {{ $g.logFormat | quote }}
 RUST_LOG: {{ $g.logLevel | quote }}
