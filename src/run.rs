@@ -110,17 +110,12 @@ async fn emulator(args: EmulatorArgs) -> Result<(), String> {
 }
 
 fn dev_banner(gateway: &Gateway, emulator: &Emulator, jobs: &[CreatedJob]) -> String {
-    let grpc = gateway.grpc_addr();
-    let target = if grpc.ip().is_unspecified() {
-        format!("127.0.0.1:{}", grpc.port())
-    } else {
-        grpc.to_string()
-    };
+    let target = reachable(gateway.grpc_addr());
     let url = emulator.endpoint_url();
     let mut text = format!(
-        "codepipeline-gateway dev mode: gRPC on {grpc}, metrics on http://{}/metrics,\n\
+        "codepipeline-gateway dev mode: gRPC on {target}, metrics on http://{}/metrics,\n\
          forwarding through the real AWS SDK to the embedded CodePipeline emulator at {url}\n\nReady-made jobs:\n",
-        gateway.admin_addr()
+        reachable(gateway.admin_addr())
     );
     for job in jobs {
         match (&job.client_id, &job.client_token) {
@@ -163,6 +158,16 @@ fn dev_banner(gateway: &Gateway, emulator: &Emulator, jobs: &[CreatedJob]) -> St
          Stop with Ctrl-C."
     ));
     text
+}
+
+/// An address to paste into a client: a wildcard bind (0.0.0.0, ::) is
+/// reached through loopback.
+fn reachable(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 async fn run_until_signal(gateway: Gateway) -> Result<(), String> {
