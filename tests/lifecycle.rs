@@ -6,9 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use codepipeline_emulator::{
-    ActionTypeId as EmuActionTypeId, Fault, FaultKind, JobKind, JobState, NewJob,
-};
+use codepipeline_emulator::{ActionTypeId as EmuActionTypeId, Fault, FaultKind, JobState, NewJob};
 use codepipeline_gateway::{
     error::metadata,
     proto::v1::{self, ActionCategory, ActionOwner, FailureType, JobStatus},
@@ -698,7 +696,6 @@ async fn invalid_lifecycle_requests_never_reach_aws() {
         custom_type().provider
     );
     assert_eq!(EmuActionTypeId::default_third_party().owner, "ThirdParty");
-    let _ = JobKind::Custom;
 }
 
 #[tokio::test]
