@@ -5,18 +5,22 @@
 //! The emulator shares the process and the two cores, so these figures are a
 //! floor for the gateway itself, useful to compare one change with another.
 
-use std::time::{Duration, Instant};
+use std::{
+    num::NonZeroU32,
+    time::{Duration, Instant},
+};
 
 use codepipeline_emulator::{Emulator, EmulatorConfig};
 use codepipeline_gateway::{
     aws,
+    config::Config,
     proto::v1::{
         ExecutionDetails, PutJobSuccessResultRequest,
         job_worker_service_client::JobWorkerServiceClient,
     },
     rate_limit::RateLimitSettings,
     retry::RetrySettings,
-    server::{Gateway, Settings},
+    server::Gateway,
 };
 
 const CONNECTIONS: usize = 16;
@@ -31,24 +35,17 @@ fn rss_kib() -> Option<u64> {
 #[tokio::main]
 async fn main() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let config = emulator.config().clone();
-    let client = aws::client_for_endpoint(
-        &emulator.endpoint_url(),
-        &config.region,
-        &config.access_key_id,
-        &config.secret_access_key,
-    )
-    .await;
-    let settings = Settings {
+    let client = aws::client_for_emulator(&emulator, None).await;
+    let settings = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: RateLimitSettings {
             per_second: 1e9,
-            burst: 1_000_000,
+            burst: NonZeroU32::new(1_000_000).unwrap(),
             max_waiting: 10_000,
         },
         retry: RetrySettings {
-            max_attempts: 3,
+            max_attempts: NonZeroU32::new(3).unwrap(),
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_secs(1),
         },

@@ -20,8 +20,8 @@ use aws_smithy_types::retry::RetryConfig;
 use tokio::time::Instant;
 
 use crate::{
-    call::{AwsErrorDetails, AwsOutput, AwsRequest, Call, CallError, CallSuccess, ErrorKind},
-    convert,
+    call::{AwsErrorDetails, Call, CallError, CallSuccess, ErrorKind},
+    operation::Operation,
 };
 
 /// The SDK's own retries are switched off: the gateway's retry layer is the
@@ -62,6 +62,23 @@ pub async fn client_for_endpoint(
     Client::new(&config)
 }
 
+/// A client for an emulator started in this process (dev mode, tests and the
+/// benchmark); `secret` replaces the emulator's secret key, to provoke
+/// signature failures.
+pub async fn client_for_emulator(
+    emulator: &codepipeline_emulator::Emulator,
+    secret: Option<&str>,
+) -> Client {
+    let config = emulator.config();
+    client_for_endpoint(
+        &emulator.endpoint_url(),
+        &config.region,
+        &config.access_key_id,
+        secret.unwrap_or(&config.secret_access_key),
+    )
+    .await
+}
+
 /// Sends one attempt of a [`Call`] to CodePipeline. An attempt never outlives
 /// the caller's deadline nor the gateway's attempt timeout.
 #[derive(Clone)]
@@ -78,16 +95,23 @@ impl Forwarder {
         }
     }
 
-    async fn attempt(self, call: Call) -> Result<CallSuccess, CallError> {
+    async fn attempt<O: Operation>(
+        self,
+        call: Call<O>,
+    ) -> Result<CallSuccess<O::Output>, CallError> {
         let now = Instant::now();
         if call.deadline <= now {
             return Err(CallError::deadline_exceeded(0));
         }
         let by_attempt_timeout = now + self.attempt_timeout;
         let limit = by_attempt_timeout.min(call.deadline);
-        let sent = send(&self.client, &call.request);
+        let sent = O::send(&self.client, &call.request);
         match tokio::time::timeout_at(limit, sent).await {
-            Ok(result) => result,
+            Ok(answer) => answer.map(|answer| CallSuccess {
+                aws_request_id: answer.request_id,
+                attempts: 1,
+                output: answer.output,
+            }),
             Err(_elapsed) => {
                 let mut error = if limit == call.deadline {
                     CallError::deadline_exceeded(0)
@@ -108,149 +132,18 @@ impl Forwarder {
     }
 }
 
-impl tower::Service<Call> for Forwarder {
-    type Response = CallSuccess;
+impl<O: Operation> tower::Service<Call<O>> for Forwarder {
+    type Response = CallSuccess<O::Output>;
     type Error = CallError;
-    type Future = Pin<Box<dyn Future<Output = Result<CallSuccess, CallError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<CallSuccess<O::Output>, CallError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: Call) -> Self::Future {
+    fn call(&mut self, call: Call<O>) -> Self::Future {
         Box::pin(self.clone().attempt(call))
     }
-}
-
-async fn send(client: &Client, request: &AwsRequest) -> Result<CallSuccess, CallError> {
-    use convert::*;
-    let (request_id, output) = match request {
-        AwsRequest::PollForJobs(r) => {
-            let output = client
-                .poll_for_jobs()
-                .set_action_type_id(r.action_type_id.as_ref().map(action_type_id))
-                .set_max_batch_size(r.max_batch_size)
-                .set_query_param((!r.query_param.is_empty()).then(|| r.query_param.clone()))
-                .send()
-                .await
-                .map_err(classify)?;
-            let jobs = output.jobs().iter().map(job_from).collect();
-            (id(&output), AwsOutput::Jobs(jobs))
-        }
-        AwsRequest::AcknowledgeJob(r) => {
-            let output = client
-                .acknowledge_job()
-                .job_id(&r.job_id)
-                .nonce(&r.nonce)
-                .send()
-                .await
-                .map_err(classify)?;
-            let status = job_status_from(output.status());
-            (id(&output), AwsOutput::Status(status))
-        }
-        AwsRequest::GetJobDetails(r) => {
-            let output = client
-                .get_job_details()
-                .job_id(&r.job_id)
-                .send()
-                .await
-                .map_err(classify)?;
-            let details = output.job_details().map(job_details_from);
-            (id(&output), AwsOutput::JobDetails(details))
-        }
-        AwsRequest::PutJobSuccessResult(r) => {
-            let output = client
-                .put_job_success_result()
-                .job_id(&r.job_id)
-                .set_current_revision(r.current_revision.as_ref().map(current_revision))
-                .set_continuation_token(non_empty(&r.continuation_token))
-                .set_execution_details(r.execution_details.as_ref().map(execution_details))
-                .set_output_variables(
-                    (!r.output_variables.is_empty()).then(|| r.output_variables.clone()),
-                )
-                .send()
-                .await
-                .map_err(classify)?;
-            (id(&output), AwsOutput::Empty)
-        }
-        AwsRequest::PutJobFailureResult(r) => {
-            let output = client
-                .put_job_failure_result()
-                .job_id(&r.job_id)
-                .set_failure_details(r.failure_details.as_ref().map(failure_details))
-                .send()
-                .await
-                .map_err(classify)?;
-            (id(&output), AwsOutput::Empty)
-        }
-        AwsRequest::PollForThirdPartyJobs(r) => {
-            let output = client
-                .poll_for_third_party_jobs()
-                .set_action_type_id(r.action_type_id.as_ref().map(action_type_id))
-                .set_max_batch_size(r.max_batch_size)
-                .send()
-                .await
-                .map_err(classify)?;
-            let jobs = output.jobs().iter().map(third_party_job_from).collect();
-            (id(&output), AwsOutput::ThirdPartyJobs(jobs))
-        }
-        AwsRequest::AcknowledgeThirdPartyJob(r) => {
-            let output = client
-                .acknowledge_third_party_job()
-                .job_id(&r.job_id)
-                .nonce(&r.nonce)
-                .client_token(&r.client_token)
-                .send()
-                .await
-                .map_err(classify)?;
-            let status = job_status_from(output.status());
-            (id(&output), AwsOutput::Status(status))
-        }
-        AwsRequest::GetThirdPartyJobDetails(r) => {
-            let output = client
-                .get_third_party_job_details()
-                .job_id(&r.job_id)
-                .client_token(&r.client_token)
-                .send()
-                .await
-                .map_err(classify)?;
-            let details = output.job_details().map(third_party_job_details_from);
-            (id(&output), AwsOutput::ThirdPartyJobDetails(details))
-        }
-        AwsRequest::PutThirdPartyJobSuccessResult(r) => {
-            let output = client
-                .put_third_party_job_success_result()
-                .job_id(&r.job_id)
-                .client_token(&r.client_token)
-                .set_current_revision(r.current_revision.as_ref().map(current_revision))
-                .set_continuation_token(non_empty(&r.continuation_token))
-                .set_execution_details(r.execution_details.as_ref().map(execution_details))
-                .send()
-                .await
-                .map_err(classify)?;
-            (id(&output), AwsOutput::Empty)
-        }
-        AwsRequest::PutThirdPartyJobFailureResult(r) => {
-            let output = client
-                .put_third_party_job_failure_result()
-                .job_id(&r.job_id)
-                .client_token(&r.client_token)
-                .set_failure_details(r.failure_details.as_ref().map(failure_details))
-                .send()
-                .await
-                .map_err(classify)?;
-            (id(&output), AwsOutput::Empty)
-        }
-    };
-    Ok(CallSuccess {
-        aws_request_id: request_id,
-        attempts: 1,
-        output,
-    })
-}
-
-fn id(output: &impl RequestId) -> Option<String> {
-    output.request_id().map(str::to_owned)
 }
 
 /// AWS error codes that mean the gateway's own identity is the problem.
@@ -303,7 +196,7 @@ pub fn kind_of(code: Option<&str>, http_status: Option<u16>) -> ErrorKind {
 }
 
 /// Classifies one SDK failure. Used for every operation.
-fn classify<E>(error: SdkError<E, aws_smithy_runtime_api::http::Response>) -> CallError
+pub fn classify<E>(error: SdkError<E, aws_smithy_runtime_api::http::Response>) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -412,27 +305,11 @@ mod tests {
 
     #[test]
     fn only_throttling_server_and_transport_errors_are_transient() {
-        let transient: Vec<ErrorKind> = [
-            ErrorKind::Validation,
-            ErrorKind::OutputVariablesSizeExceeded,
-            ErrorKind::JobNotFound,
-            ErrorKind::InvalidJobState,
-            ErrorKind::InvalidClientToken,
-            ErrorKind::ActionTypeNotFound,
-            ErrorKind::InvalidNonce,
-            ErrorKind::InvalidJob,
-            ErrorKind::Throttled,
-            ErrorKind::ServerError,
-            ErrorKind::Transport,
-            ErrorKind::AttemptTimedOut,
-            ErrorKind::DeadlineExceeded,
-            ErrorKind::RateLimited,
-            ErrorKind::Misconfigured,
-            ErrorKind::Unexpected,
-        ]
-        .into_iter()
-        .filter(|k| k.is_transient())
-        .collect();
+        let transient: Vec<ErrorKind> = ErrorKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.is_transient())
+            .collect();
         assert_eq!(
             transient,
             [

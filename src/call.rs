@@ -2,163 +2,93 @@
 //! (rate limit → retry → AWS), and what comes back out of it.
 //!
 //! These types know nothing about gRPC: `error.rs` turns a [`CallError`] into a
-//! `tonic::Status` in one place.
+//! `tonic::Status` in one place. They are generic over the [`Operation`], so
+//! each layer carries the operation's own validated request and output types.
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::proto::v1;
+use crate::operation::{Operation, OperationId};
 
-/// The CodePipeline operations the gateway forwards. Rate limits, metrics and
-/// logs are kept per operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Operation {
-    PollForJobs,
-    AcknowledgeJob,
-    GetJobDetails,
-    PutJobSuccessResult,
-    PutJobFailureResult,
-    PollForThirdPartyJobs,
-    AcknowledgeThirdPartyJob,
-    GetThirdPartyJobDetails,
-    PutThirdPartyJobSuccessResult,
-    PutThirdPartyJobFailureResult,
-}
-
-impl Operation {
-    pub const ALL: [Operation; 10] = [
-        Operation::PollForJobs,
-        Operation::AcknowledgeJob,
-        Operation::GetJobDetails,
-        Operation::PutJobSuccessResult,
-        Operation::PutJobFailureResult,
-        Operation::PollForThirdPartyJobs,
-        Operation::AcknowledgeThirdPartyJob,
-        Operation::GetThirdPartyJobDetails,
-        Operation::PutThirdPartyJobSuccessResult,
-        Operation::PutThirdPartyJobFailureResult,
-    ];
-
-    /// The AWS operation name, as in `X-Amz-Target` and IAM actions.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::PollForJobs => "PollForJobs",
-            Operation::AcknowledgeJob => "AcknowledgeJob",
-            Operation::GetJobDetails => "GetJobDetails",
-            Operation::PutJobSuccessResult => "PutJobSuccessResult",
-            Operation::PutJobFailureResult => "PutJobFailureResult",
-            Operation::PollForThirdPartyJobs => "PollForThirdPartyJobs",
-            Operation::AcknowledgeThirdPartyJob => "AcknowledgeThirdPartyJob",
-            Operation::GetThirdPartyJobDetails => "GetThirdPartyJobDetails",
-            Operation::PutThirdPartyJobSuccessResult => "PutThirdPartyJobSuccessResult",
-            Operation::PutThirdPartyJobFailureResult => "PutThirdPartyJobFailureResult",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A validated request, ready to forward. Cloning is cheap (the body is shared),
+/// A validated request on its way through the stack, with the instant by
+/// which the caller needs an answer. Cloning is cheap (the body is shared),
 /// because the retry layer keeps a copy for each further attempt.
-/// Third-party requests hold the client token the gateway resolved, which
-/// may differ from the (possibly empty) one in the caller's message.
-#[derive(Clone)]
-pub enum AwsRequest {
-    PollForJobs(Arc<v1::PollForJobsRequest>),
-    AcknowledgeJob(Arc<v1::AcknowledgeJobRequest>),
-    GetJobDetails(Arc<v1::GetJobDetailsRequest>),
-    PutJobSuccessResult(Arc<v1::PutJobSuccessResultRequest>),
-    PutJobFailureResult(Arc<v1::PutJobFailureResultRequest>),
-    PollForThirdPartyJobs(Arc<v1::PollForThirdPartyJobsRequest>),
-    AcknowledgeThirdPartyJob(Arc<v1::AcknowledgeThirdPartyJobRequest>),
-    GetThirdPartyJobDetails(Arc<v1::GetThirdPartyJobDetailsRequest>),
-    PutThirdPartyJobSuccessResult(Arc<v1::PutThirdPartyJobSuccessResultRequest>),
-    PutThirdPartyJobFailureResult(Arc<v1::PutThirdPartyJobFailureResultRequest>),
-}
-
-impl AwsRequest {
-    pub fn operation(&self) -> Operation {
-        match self {
-            AwsRequest::PollForJobs(_) => Operation::PollForJobs,
-            AwsRequest::AcknowledgeJob(_) => Operation::AcknowledgeJob,
-            AwsRequest::GetJobDetails(_) => Operation::GetJobDetails,
-            AwsRequest::PutJobSuccessResult(_) => Operation::PutJobSuccessResult,
-            AwsRequest::PutJobFailureResult(_) => Operation::PutJobFailureResult,
-            AwsRequest::PollForThirdPartyJobs(_) => Operation::PollForThirdPartyJobs,
-            AwsRequest::AcknowledgeThirdPartyJob(_) => Operation::AcknowledgeThirdPartyJob,
-            AwsRequest::GetThirdPartyJobDetails(_) => Operation::GetThirdPartyJobDetails,
-            AwsRequest::PutThirdPartyJobSuccessResult(_) => {
-                Operation::PutThirdPartyJobSuccessResult
-            }
-            AwsRequest::PutThirdPartyJobFailureResult(_) => {
-                Operation::PutThirdPartyJobFailureResult
-            }
-        }
-    }
-}
-
-/// Deliberately not derived: the request holds secrets (client and
-/// continuation tokens, output variable values) that must never be logged.
-impl fmt::Debug for AwsRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AwsRequest({})", self.operation())
-    }
-}
-
-/// A request on its way through the stack, with the instant by which the
-/// caller needs an answer.
-#[derive(Clone, Debug)]
-pub struct Call {
-    pub request: AwsRequest,
+pub struct Call<O: Operation> {
+    pub request: Arc<O::Valid>,
     pub deadline: Instant,
 }
 
-/// What AWS answered, already in the gateway's proto types.
-#[derive(Clone, Default, PartialEq)]
-pub enum AwsOutput {
-    /// The operation answers nothing but success.
-    #[default]
-    Empty,
-    Jobs(Vec<v1::Job>),
-    Status(v1::JobStatus),
-    JobDetails(Option<v1::JobDetails>),
-    ThirdPartyJobs(Vec<v1::ThirdPartyJob>),
-    ThirdPartyJobDetails(Option<v1::ThirdPartyJobDetails>),
+impl<O: Operation> Call<O> {
+    pub fn new(request: O::Valid, deadline: Instant) -> Self {
+        Call {
+            request: Arc::new(request),
+            deadline,
+        }
+    }
+
+    pub fn operation(&self) -> OperationId {
+        O::ID
+    }
 }
 
-/// Only the shape: job data holds artifact credentials and configuration
-/// values, which must never be logged.
-impl fmt::Debug for AwsOutput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AwsOutput::Empty => f.write_str("Empty"),
-            AwsOutput::Jobs(jobs) => write!(f, "Jobs(<{} jobs>)", jobs.len()),
-            AwsOutput::Status(status) => write!(f, "Status({status:?})"),
-            AwsOutput::JobDetails(_) => f.write_str("JobDetails(<redacted>)"),
-            AwsOutput::ThirdPartyJobs(jobs) => write!(f, "ThirdPartyJobs(<{} jobs>)", jobs.len()),
-            AwsOutput::ThirdPartyJobDetails(_) => f.write_str("ThirdPartyJobDetails(<redacted>)"),
+impl<O: Operation> Clone for Call<O> {
+    fn clone(&self) -> Self {
+        Call {
+            request: self.request.clone(),
+            deadline: self.deadline,
         }
+    }
+}
+
+/// Only the operation: the request holds secrets (client and continuation
+/// tokens, output variable values) that must never be logged.
+impl<O: Operation> fmt::Debug for Call<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Call({})", O::ID)
     }
 }
 
 /// AWS accepted the request.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CallSuccess {
+#[derive(Clone, Default, PartialEq)]
+pub struct CallSuccess<T> {
     /// `x-amzn-RequestId` of the attempt that succeeded.
     pub aws_request_id: Option<String>,
     /// How many attempts were sent to AWS, this one included.
     pub attempts: u32,
-    pub output: AwsOutput,
+    /// What AWS answered, already in the gateway's proto types.
+    pub output: T,
 }
 
-/// What went wrong, as far as the caller needs to know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
+/// Not the output: job data holds artifact credentials and configuration
+/// values, which must never be logged.
+impl<T> fmt::Debug for CallSuccess<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSuccess")
+            .field("aws_request_id", &self.aws_request_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Declares [`ErrorKind`] and its `ALL` list from one list of variants, so the
+/// tests that walk every kind cannot miss a new one.
+macro_rules! error_kinds {
+    ($($(#[$doc:meta])* $kind:ident,)+) => {
+        /// What went wrong, as far as the caller needs to know.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $kind,)+
+        }
+
+        impl ErrorKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &[ErrorKind] = &[$(ErrorKind::$kind),+];
+        }
+    };
+}
+
+error_kinds! {
     /// AWS `ValidationException`.
     Validation,
     /// AWS `OutputVariablesSizeExceededException`.

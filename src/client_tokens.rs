@@ -7,12 +7,21 @@
 //! the last good map stays in use. The gateway learns which client a job
 //! belongs to from the `PollForThirdPartyJobs` answers it forwards, or from
 //! the caller's `client_id`. A token the caller sends always wins.
+//!
+//! The fill-in runs after validation, on the checked request: a partner call
+//! is a [`NeedsToken`] until [`Resolve`] turns it into a [`WithToken`].
 
 use std::{
     collections::{HashMap, VecDeque},
+    fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
+};
+
+use crate::{
+    operation::Resolve,
+    validation::{FieldViolation, InvalidRequest},
 };
 
 /// How many job → client assignments are remembered (oldest forgotten first).
@@ -21,7 +30,16 @@ const REMEMBERED_JOBS: usize = 50_000;
 pub struct ClientTokens {
     path: PathBuf,
     tokens: RwLock<Arc<TokenFile>>,
+    /// The last change that was refused, so that it is warned about once,
+    /// not on every reload tick.
+    refused: Mutex<Option<Refused>>,
     jobs: Mutex<JobClients>,
+}
+
+#[derive(PartialEq)]
+enum Refused {
+    Unreadable(String),
+    Broken(Vec<u8>),
 }
 
 /// One parsed version of the file; `raw` tells whether it changed.
@@ -79,33 +97,52 @@ impl ClientTokens {
         Ok(ClientTokens {
             path: path.to_owned(),
             tokens: RwLock::new(Arc::new(TokenFile { raw, tokens })),
+            refused: Mutex::new(None),
             jobs: Mutex::new(JobClients::default()),
         })
     }
 
-    /// Re-reads the file if its content changed. Returns whether it did.
+    /// Re-reads the file if its content changed. Returns whether the map
+    /// changed. A refused change is warned about once.
     pub fn reload(&self) -> bool {
         let raw = match std::fs::read(&self.path) {
             Ok(raw) => raw,
             Err(error) => {
-                tracing::warn!(path = %self.path.display(), %error, "cannot re-read the client-token file; keeping the last good map");
+                let error = error.to_string();
+                if self.refuse_again(Refused::Unreadable(error.clone())) {
+                    tracing::warn!(path = %self.path.display(), %error, "cannot re-read the client-token file; keeping the last good map");
+                }
                 return false;
             }
         };
         if self.tokens.read().expect("lock").raw == raw {
+            *self.refused.lock().expect("lock") = None;
             return false;
         }
         match parse(&raw, &self.path) {
             Ok(tokens) => {
                 tracing::info!(path = %self.path.display(), clients = tokens.len(), "client-token map reloaded");
                 *self.tokens.write().expect("lock") = Arc::new(TokenFile { raw, tokens });
+                *self.refused.lock().expect("lock") = None;
                 true
             }
             Err(problem) => {
-                tracing::warn!(%problem, "refusing the changed client-token file; keeping the last good map");
+                if self.refuse_again(Refused::Broken(raw)) {
+                    tracing::warn!(%problem, "refusing the changed client-token file; keeping the last good map");
+                }
                 false
             }
         }
+    }
+
+    /// Records a refusal; true if it is new (and so worth a warning).
+    fn refuse_again(&self, refused: Refused) -> bool {
+        let mut last = self.refused.lock().expect("lock");
+        if last.as_ref() == Some(&refused) {
+            return false;
+        }
+        *last = Some(refused);
+        true
     }
 
     /// Re-reads the file every `interval` for as long as the map is alive.
@@ -163,36 +200,76 @@ impl ClientTokens {
     }
 }
 
-/// A partner request whose missing client token the map can supply:
-/// gives access to its `client_token`, `job_id` and `client_id`.
-pub trait PartnerRequest {
-    fn token_parts(&mut self) -> (&mut String, &str, &str);
+/// A partner's client token: a secret shared with AWS, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken(String);
+
+impl ClientToken {
+    pub fn new(token: String) -> Self {
+        ClientToken(token)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
-macro_rules! partner_requests {
-    ($($request:ident),+) => {$(
-        impl PartnerRequest for crate::proto::v1::$request {
-            fn token_parts(&mut self) -> (&mut String, &str, &str) {
-                (&mut self.client_token, &self.job_id, &self.client_id)
-            }
-        }
-    )+};
+impl fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientToken(<redacted>)")
+    }
 }
 
-partner_requests!(
-    AcknowledgeThirdPartyJobRequest,
-    GetThirdPartyJobDetailsRequest,
-    PutThirdPartyJobSuccessResultRequest,
-    PutThirdPartyJobFailureResultRequest
-);
+/// Where a partner call's client token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The caller sent it; it always wins.
+    Sent(ClientToken),
+    /// The caller left it out: the map supplies it, by the caller's
+    /// `client_id` if given, else by the client the job was polled for.
+    Lookup { client_id: Option<String> },
+}
 
-/// Fills in a missing client token from the map, if there is one.
-pub fn fill_in(map: Option<&ClientTokens>, request: &mut impl PartnerRequest) {
-    let (client_token, job_id, client_id) = request.token_parts();
-    if client_token.is_empty()
-        && let Some(token) = map.and_then(|m| m.token_for(job_id, client_id))
-    {
-        *client_token = token;
+/// A checked partner call, before the gateway knows its client token.
+pub struct NeedsToken<B> {
+    pub job_id: String,
+    pub token: TokenSource,
+    /// The operation's other checked fields.
+    pub body: B,
+}
+
+/// A partner call ready to send.
+pub struct WithToken<B> {
+    pub job_id: String,
+    pub client_token: ClientToken,
+    pub body: B,
+}
+
+impl<B> Resolve<WithToken<B>> for NeedsToken<B> {
+    fn resolve(self, map: Option<&ClientTokens>) -> Result<WithToken<B>, InvalidRequest> {
+        let client_token = match self.token {
+            TokenSource::Sent(token) => Some(token),
+            TokenSource::Lookup { client_id } => map
+                .and_then(|m| m.token_for(&self.job_id, client_id.as_deref().unwrap_or("")))
+                .map(ClientToken::new),
+        };
+        let Some(client_token) = client_token else {
+            return Err(InvalidRequest {
+                violations: vec![FieldViolation {
+                    field: "clientToken".into(),
+                    description: "is required (the gateway has no client token for this job: \
+                                  send clientToken, or clientId when the gateway's client-token \
+                                  map is configured)"
+                        .into(),
+                }],
+                output_variables_too_large: false,
+            });
+        };
+        Ok(WithToken {
+            job_id: self.job_id,
+            client_token,
+            body: self.body,
+        })
     }
 }
 
@@ -242,20 +319,49 @@ mod tests {
         assert_eq!(map.token_for("job-1", "client-b"), None);
     }
 
+    fn resolved(map: Option<&ClientTokens>, token: TokenSource) -> Option<String> {
+        let call = NeedsToken {
+            job_id: "job".into(),
+            token,
+            body: (),
+        };
+        let resolved: Result<WithToken<()>, _> = call.resolve(map);
+        resolved.ok().map(|c| c.client_token.expose().to_owned())
+    }
+
     #[test]
     fn a_token_from_the_caller_wins() {
         let (_dir, path) = file(r#"{"client-a": "token-a"}"#);
         let map = ClientTokens::load(&path).unwrap();
-        let mut request = crate::proto::v1::GetThirdPartyJobDetailsRequest {
-            job_id: "job".into(),
-            client_token: "mine".into(),
-            client_id: "client-a".into(),
+        let mine = TokenSource::Sent(ClientToken::new("mine".into()));
+        assert_eq!(resolved(Some(&map), mine.clone()).as_deref(), Some("mine"));
+        assert_eq!(resolved(None, mine).as_deref(), Some("mine"));
+        let lookup = |id: &str| TokenSource::Lookup {
+            client_id: Some(id.into()),
         };
-        fill_in(Some(&map), &mut request);
-        assert_eq!(request.client_token, "mine");
-        request.client_token.clear();
-        fill_in(Some(&map), &mut request);
-        assert_eq!(request.client_token, "token-a");
+        assert_eq!(
+            resolved(Some(&map), lookup("client-a")).as_deref(),
+            Some("token-a")
+        );
+        assert_eq!(resolved(Some(&map), lookup("client-b")), None);
+        assert_eq!(resolved(None, lookup("client-a")), None);
+        map.remember("job", "client-a");
+        let by_job = TokenSource::Lookup { client_id: None };
+        assert_eq!(resolved(Some(&map), by_job).as_deref(), Some("token-a"));
+    }
+
+    #[test]
+    fn a_refused_change_is_refused_once_until_the_file_changes_again() {
+        let (_dir, path) = file(r#"{"client-a": "token-a"}"#);
+        let map = ClientTokens::load(&path).unwrap();
+        std::fs::write(&path, "{broken").unwrap();
+        assert!(!map.reload());
+        assert!(map.refused.lock().unwrap().is_some());
+        assert!(!map.refuse_again(Refused::Broken(b"{broken".to_vec())));
+        assert!(map.refuse_again(Refused::Broken(b"{other".to_vec())));
+        std::fs::write(&path, r#"{"client-a": "token-a3"}"#).unwrap();
+        assert!(map.reload());
+        assert!(map.refused.lock().unwrap().is_none());
     }
 
     #[test]

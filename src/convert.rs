@@ -1,90 +1,10 @@
-//! Conversions between the gateway's proto messages and the SDK's types.
-//! Pure; validation has already guaranteed what the SDK builders require.
+//! Conversions of what AWS answers, from the SDK's types to the gateway's
+//! proto messages. Pure. (The other direction is validation's: it returns
+//! requests already in the SDK's types.)
 
 use aws_sdk_codepipeline::types;
-use aws_smithy_types::DateTime;
 
 use crate::proto::v1;
-
-const VALIDATED: &str = "validated request has the members the SDK requires";
-
-/// An empty string means "not set" and is not sent.
-pub fn non_empty(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| value.to_owned())
-}
-
-// --- gateway → SDK ---------------------------------------------------------
-
-pub fn current_revision(revision: &v1::CurrentRevision) -> types::CurrentRevision {
-    types::CurrentRevision::builder()
-        .revision(&revision.revision)
-        .change_identifier(&revision.change_identifier)
-        .set_created(
-            revision
-                .created
-                .as_ref()
-                .map(|t| DateTime::from_secs_and_nanos(t.seconds, t.nanos as u32)),
-        )
-        .set_revision_summary(non_empty(&revision.revision_summary))
-        .build()
-        .expect(VALIDATED)
-}
-
-pub fn execution_details(details: &v1::ExecutionDetails) -> types::ExecutionDetails {
-    types::ExecutionDetails::builder()
-        .set_summary(non_empty(&details.summary))
-        .set_external_execution_id(non_empty(&details.external_execution_id))
-        .set_percent_complete(details.percent_complete)
-        .build()
-}
-
-pub fn action_type_id(id: &v1::ActionTypeId) -> types::ActionTypeId {
-    use v1::{ActionCategory as C, ActionOwner as O};
-    let category = match id.category() {
-        C::Source => types::ActionCategory::Source,
-        C::Build => types::ActionCategory::Build,
-        C::Deploy => types::ActionCategory::Deploy,
-        C::Test => types::ActionCategory::Test,
-        C::Invoke => types::ActionCategory::Invoke,
-        C::Approval => types::ActionCategory::Approval,
-        C::Compute => types::ActionCategory::Compute,
-        C::Unspecified => unreachable!("{VALIDATED}"),
-    };
-    let owner = match id.owner() {
-        O::Aws => types::ActionOwner::Aws,
-        O::ThirdParty => types::ActionOwner::ThirdParty,
-        O::Custom => types::ActionOwner::Custom,
-        O::Unspecified => unreachable!("{VALIDATED}"),
-    };
-    types::ActionTypeId::builder()
-        .category(category)
-        .owner(owner)
-        .provider(&id.provider)
-        .version(&id.version)
-        .build()
-        .expect(VALIDATED)
-}
-
-pub fn failure_details(details: &v1::FailureDetails) -> types::FailureDetails {
-    use v1::FailureType as F;
-    let failure_type = match details.r#type() {
-        F::JobFailed => types::FailureType::JobFailed,
-        F::ConfigurationError => types::FailureType::ConfigurationError,
-        F::PermissionError => types::FailureType::PermissionError,
-        F::RevisionOutOfSync => types::FailureType::RevisionOutOfSync,
-        F::RevisionUnavailable => types::FailureType::RevisionUnavailable,
-        F::SystemUnavailable => types::FailureType::SystemUnavailable,
-        F::Unspecified => unreachable!("{VALIDATED}"),
-    };
-    types::FailureDetails::builder()
-        .r#type(failure_type)
-        .message(&details.message)
-        .set_external_execution_id(non_empty(&details.external_execution_id))
-        .build()
-        .expect(VALIDATED)
-}
-
-// --- SDK → gateway ---------------------------------------------------------
 
 fn text(value: Option<&str>) -> String {
     value.unwrap_or_default().to_owned()

@@ -1,22 +1,30 @@
 //! codepipeline-gateway: job workers in any language report results to AWS
 //! CodePipeline over gRPC, without holding AWS credentials.
 //!
-//! A call flows: gRPC ([`service`]) → local validation ([`validation`]) →
-//! rate limit ([`rate_limit`]) → retry ([`retry`]) → one AWS attempt through
-//! `aws-sdk-codepipeline` ([`aws`]). Failures become gRPC statuses in one
-//! place ([`error`]). [`server`] wires it all up with health, reflection,
-//! metrics ([`metrics`], [`admin`]) and graceful shutdown.
+//! Each CodePipeline operation is described once, as an
+//! [`operation::Operation`] impl in [`operations`]; everything else is generic
+//! over it. A call flows: gRPC ([`service`]) → local validation
+//! ([`validation`]) → the client-token fill-in ([`client_tokens`]) → the
+//! [`forwarding`] stack: rate limit ([`rate_limit`]) → retry ([`retry`]) → one
+//! AWS attempt through `aws-sdk-codepipeline` ([`aws`]). Failures become gRPC
+//! statuses in one place ([`error`]). [`server`] wires it all up with health,
+//! reflection, metrics ([`metrics`], [`admin`]) and graceful shutdown, from the
+//! validated [`config`].
 
 pub mod admin;
 pub mod aws;
 pub mod call;
 pub mod cli;
 pub mod client_tokens;
+pub mod config;
 pub mod convert;
 pub mod deadline;
 pub mod error;
+pub mod forwarding;
 pub mod logging;
 pub mod metrics;
+pub mod operation;
+pub mod operations;
 pub mod proto;
 pub mod rate_limit;
 pub mod retry;

@@ -11,8 +11,8 @@
 //! token would come after its deadline or when too many calls already wait.
 
 use std::{
-    collections::BTreeMap,
     future::Future,
+    num::NonZeroU32,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -21,7 +21,10 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::call::{Call, CallError, ErrorKind, Operation};
+use crate::{
+    call::{Call, CallError, ErrorKind},
+    operation::{Operation, OperationId},
+};
 
 /// Limits per operation; validated at start-up.
 #[derive(Clone, Copy, Debug)]
@@ -29,7 +32,7 @@ pub struct RateLimitSettings {
     /// Tokens added per second.
     pub per_second: f64,
     /// Bucket size: how many calls may pass at once after a quiet spell.
-    pub burst: u32,
+    pub burst: NonZeroU32,
     /// How many calls may wait for a token at once.
     pub max_waiting: u32,
 }
@@ -64,7 +67,7 @@ impl TokenBucket {
         TokenBucket {
             settings,
             state: Mutex::new(BucketState {
-                level: f64::from(settings.burst),
+                level: f64::from(settings.burst.get()),
                 updated: now,
             }),
         }
@@ -74,8 +77,8 @@ impl TokenBucket {
     pub fn admit(&self, now: Instant, deadline: Instant) -> Admission {
         let mut state = self.state.lock().expect("bucket lock poisoned");
         let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
-        state.level =
-            (state.level + elapsed * self.settings.per_second).min(f64::from(self.settings.burst));
+        state.level = (state.level + elapsed * self.settings.per_second)
+            .min(f64::from(self.settings.burst.get()));
         state.updated = now;
 
         if state.level >= 1.0 {
@@ -94,30 +97,31 @@ impl TokenBucket {
     /// Gives back a reserved token whose call went away before using it.
     pub fn refund(&self) {
         let mut state = self.state.lock().expect("bucket lock poisoned");
-        state.level = (state.level + 1.0).min(f64::from(self.settings.burst));
+        state.level = (state.level + 1.0).min(f64::from(self.settings.burst.get()));
     }
 }
 
-/// One bucket per operation, created up front so the map is never written
-/// after start-up.
+/// One bucket per operation, created up front (indexed by
+/// [`OperationId::index`]) so the table is never written after start-up.
 #[derive(Debug)]
 pub struct RateLimiter {
-    buckets: BTreeMap<Operation, TokenBucket>,
+    buckets: Vec<TokenBucket>,
 }
 
 impl RateLimiter {
     pub fn new(settings: RateLimitSettings) -> Self {
         let now = Instant::now();
         RateLimiter {
-            buckets: Operation::ALL
-                .into_iter()
-                .map(|op| (op, TokenBucket::new(settings, now)))
+            buckets: OperationId::ALL
+                .iter()
+                .map(|_| TokenBucket::new(settings, now))
                 .collect(),
         }
     }
 
-    fn bucket(&self, operation: Operation) -> &TokenBucket {
-        &self.buckets[&operation]
+    fn bucket(&self, operation: OperationId) -> &TokenBucket {
+        // ALL holds every operation, so every index has its bucket.
+        &self.buckets[operation.index()]
     }
 }
 
@@ -164,9 +168,10 @@ impl Drop for Reservation<'_> {
     }
 }
 
-impl<S> tower::Service<Call> for RateLimit<S>
+impl<O, S> tower::Service<Call<O>> for RateLimit<S>
 where
-    S: tower::Service<Call, Error = CallError> + Clone + Send + 'static,
+    O: Operation,
+    S: tower::Service<Call<O>, Error = CallError> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Send,
 {
@@ -178,13 +183,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: Call) -> Self::Future {
+    fn call(&mut self, call: Call<O>) -> Self::Future {
         let limiter = self.limiter.clone();
         // The ready clone is taken and a fresh one left behind (tower's idiom).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let operation = call.request.operation();
+            let operation = call.operation();
             let bucket = limiter.bucket(operation);
             match bucket.admit(Instant::now(), call.deadline) {
                 Admission::Now => {}
@@ -222,7 +227,7 @@ mod tests {
         let now = Instant::now();
         let settings = RateLimitSettings {
             per_second,
-            burst,
+            burst: NonZeroU32::new(burst).unwrap(),
             max_waiting,
         };
         (TokenBucket::new(settings, now), now)

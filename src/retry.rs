@@ -7,13 +7,16 @@
 //! deadline. Every final result is stamped with the number of attempts, and an
 //! error that follows an attempt of unknown outcome says so.
 
-use std::{sync::Arc, time::Duration};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use rand::Rng;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::call::{Call, CallError, CallSuccess, ErrorKind};
+use crate::{
+    call::{Call, CallError, CallSuccess, ErrorKind},
+    operation::Operation,
+};
 
 /// The least time an attempt is given: a retry whose backoff would leave less
 /// than this before the deadline is not started.
@@ -23,7 +26,7 @@ pub const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(50);
 #[derive(Clone, Debug)]
 pub struct RetrySettings {
     /// Attempts per call, the first included (1 disables retries).
-    pub max_attempts: u32,
+    pub max_attempts: NonZeroU32,
     /// The backoff cap before the first retry; it doubles for each further one.
     pub base_delay: Duration,
     /// The largest backoff cap.
@@ -75,7 +78,7 @@ impl RetryPolicy {
     /// Decides whether to try `error`'s call again and how long to wait first.
     /// `None` means the error is final.
     fn next_delay(&self, deadline: Instant, error: &CallError) -> Option<Duration> {
-        if !error.kind.is_transient() || self.attempts >= self.settings.max_attempts {
+        if !error.kind.is_transient() || self.attempts >= self.settings.max_attempts.get() {
             return None;
         }
         let delay = full_jitter(self.settings.backoff_cap(self.attempts));
@@ -87,13 +90,15 @@ impl RetryPolicy {
     }
 }
 
-impl tower::retry::Policy<Call, CallSuccess, CallError> for RetryPolicy {
+impl<O: Operation> tower::retry::Policy<Call<O>, CallSuccess<O::Output>, CallError>
+    for RetryPolicy
+{
     type Future = tokio::time::Sleep;
 
     fn retry(
         &mut self,
-        call: &mut Call,
-        result: &mut Result<CallSuccess, CallError>,
+        call: &mut Call<O>,
+        result: &mut Result<CallSuccess<O::Output>, CallError>,
     ) -> Option<Self::Future> {
         self.attempts += 1;
         if self.attempts == 1 {
@@ -115,7 +120,7 @@ impl tower::retry::Policy<Call, CallSuccess, CallError> for RetryPolicy {
         }
     }
 
-    fn clone_request(&mut self, call: &Call) -> Option<Call> {
+    fn clone_request(&mut self, call: &Call<O>) -> Option<Call<O>> {
         Some(call.clone())
     }
 }
@@ -132,33 +137,37 @@ pub fn suggested_retry_delay(error: &CallError, settings: &RetrySettings) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{AwsRequest, ErrorKind};
+    use crate::{call::ErrorKind, operations::GetJobDetails};
     use std::sync::Arc as StdArc;
     use tower::retry::Policy;
 
     fn settings(max_attempts: u32) -> RetrySettings {
         RetrySettings {
-            max_attempts,
+            max_attempts: NonZeroU32::new(max_attempts).unwrap(),
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(4),
         }
     }
 
-    fn call(deadline_in: Duration) -> Call {
-        Call {
-            request: AwsRequest::PutJobSuccessResult(StdArc::new(Default::default())),
-            deadline: Instant::now() + deadline_in,
-        }
+    fn call(deadline_in: Duration) -> Call<GetJobDetails> {
+        Call::new(
+            crate::operations::JobRef {
+                job_id: "job".into(),
+            },
+            Instant::now() + deadline_in,
+        )
     }
 
-    fn failure(kind: ErrorKind) -> Result<CallSuccess, CallError> {
+    fn failure(
+        kind: ErrorKind,
+    ) -> Result<CallSuccess<Option<crate::proto::v1::JobDetails>>, CallError> {
         Err(CallError::new(kind, "test"))
     }
 
     #[test]
     fn backoff_cap_doubles_up_to_the_maximum() {
         let s = RetrySettings {
-            max_attempts: 10,
+            max_attempts: NonZeroU32::new(10).unwrap(),
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(500),
         };

@@ -7,6 +7,7 @@ use codepipeline_emulator::{CreatedJob, Emulator, EmulatorConfig};
 use crate::{
     aws,
     cli::{Cli, Command, DevArgs, EmulatorArgs, GatewayArgs},
+    config::Config,
     logging,
     server::Gateway,
 };
@@ -32,7 +33,7 @@ impl Cli {
 
 async fn serve(args: GatewayArgs) -> Result<(), String> {
     logging::init(args.log_format);
-    let settings = args.settings().map_err(|e| e.to_string())?;
+    let settings = Config::try_from(&args).map_err(|e| e.to_string())?;
     let client = aws::client_from_environment().await?;
     let gateway = Gateway::start(settings, client)
         .await
@@ -42,7 +43,7 @@ async fn serve(args: GatewayArgs) -> Result<(), String> {
 
 async fn dev(args: DevArgs) -> Result<(), String> {
     logging::init(args.gateway.log_format);
-    let settings = args.gateway.settings().map_err(|e| e.to_string())?;
+    let settings = Config::try_from(&args.gateway).map_err(|e| e.to_string())?;
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.emulator_listen,
         ..EmulatorConfig::default()
@@ -54,14 +55,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
             args.emulator_listen
         )
     })?;
-    let config = emulator.config();
-    let client = aws::client_for_endpoint(
-        &emulator.endpoint_url(),
-        &config.region,
-        &config.access_key_id,
-        &config.secret_access_key,
-    )
-    .await;
+    let client = aws::client_for_emulator(&emulator, None).await;
     let gateway = Gateway::start(settings, client)
         .await
         .map_err(|e| e.to_string())?;

@@ -1,63 +1,22 @@
 //! Puts the pieces together: the forwarding stack, the gRPC server (job
 //! worker, health, reflection) and the admin endpoint, with graceful shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::ServingStatus;
-use tower::ServiceBuilder;
+use std::{net::SocketAddr, sync::Arc};
 
 use crate::{
-    aws::Forwarder,
     client_tokens::ClientTokens,
+    config::Config,
+    forwarding::ForwardingStack,
     metrics::Metrics,
     proto::{
         ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
         v1::job_worker_service_server::JobWorkerServiceServer,
     },
-    rate_limit::{RateLimitLayer, RateLimitSettings, RateLimiter},
-    retry::{RetryPolicy, RetrySettings, shared_budget},
-    service::{ForwardingStack, JobWorker},
+    service::JobWorker,
 };
-
-/// Everything the gateway needs to run, validated (see `cli.rs`).
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub rate_limit: RateLimitSettings,
-    pub retry: RetrySettings,
-    pub attempt_timeout: Duration,
-    pub default_deadline: Duration,
-    /// Connections older than this get a GOAWAY; `None` keeps them forever.
-    pub max_connection_age: Option<Duration>,
-    pub shutdown_grace: Duration,
-    /// The partner client-token map, if the operator configured one.
-    pub client_tokens: Option<ClientTokenSettings>,
-}
-
-/// Where the client-token map lives and how often to look for changes.
-#[derive(Clone, Debug)]
-pub struct ClientTokenSettings {
-    pub path: std::path::PathBuf,
-    pub reload_interval: Duration,
-}
-
-/// Builds rate limit → retry → AWS around one SDK client. The limiter and
-/// the retry budget are created here once, and shared by every clone.
-pub fn forwarding_stack(
-    settings: &Settings,
-    client: aws_sdk_codepipeline::Client,
-) -> ForwardingStack {
-    let limiter = Arc::new(RateLimiter::new(settings.rate_limit));
-    let policy = RetryPolicy::new(settings.retry.clone(), shared_budget());
-    let stack = ServiceBuilder::new()
-        .layer(RateLimitLayer::new(limiter))
-        .layer(tower::retry::RetryLayer::new(policy))
-        .service(Forwarder::new(client, settings.attempt_timeout));
-    ForwardingStack::new(stack)
-}
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
 
 /// A running gateway.
 pub struct Gateway {
@@ -70,7 +29,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds both ports and starts serving; returns once the ports are bound.
     pub async fn start(
-        settings: Settings,
+        settings: Config,
         client: aws_sdk_codepipeline::Client,
     ) -> std::io::Result<Gateway> {
         let listener = bind(settings.listen, "--listen").await?;
@@ -89,7 +48,12 @@ impl Gateway {
         };
         let metrics = Arc::new(Metrics::new());
         let job_worker = JobWorker::new(
-            forwarding_stack(&settings, client),
+            ForwardingStack::new(
+                client,
+                settings.rate_limit,
+                settings.retry.clone(),
+                settings.attempt_timeout,
+            ),
             metrics.clone(),
             settings.default_deadline,
             settings.retry.clone(),

@@ -1,26 +1,25 @@
 //! The gRPC adapter: `JobWorkerService` validates each request, sends it
 //! through the forwarding stack, and turns the outcome into a response or a
-//! status. It is the only code that knows both tonic and the domain types.
+//! status. It is the only code that knows both tonic and the domain types,
+//! and it is generic over the [`Operation`]: each RPC is one line.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
-use tower::{ServiceExt, util::BoxCloneSyncService};
 
 use crate::{
-    call::{AwsOutput, AwsRequest, Call, CallError, CallSuccess, Operation},
-    client_tokens::{ClientTokens, fill_in},
+    call::{Call, CallError, CallSuccess},
+    client_tokens::ClientTokens,
     deadline::deadline_for,
     error::{call_error_status, invalid_request_status},
+    forwarding::ForwardingStack,
     metrics::{Metrics, code_name},
-    proto::v1::{self, job_worker_service_server::JobWorkerService},
+    operation::{Operation, Resolve},
+    operations as op,
+    proto::v1::job_worker_service_server::JobWorkerService,
     retry::{RetrySettings, suggested_retry_delay},
-    validation::{self, InvalidRequest},
 };
-
-/// rate limit → retry → AWS, type-erased so the adapter does not spell it out.
-pub type ForwardingStack = BoxCloneSyncService<Call, CallSuccess, CallError>;
 
 pub struct JobWorker {
     stack: ForwardingStack,
@@ -47,49 +46,80 @@ impl JobWorker {
         }
     }
 
-    /// Validates, forwards, logs one line and records metrics for one call.
-    async fn handle(
+    /// One call of any operation: validate, fill in what the gateway knows,
+    /// forward, learn from the answer, log one line and record metrics.
+    async fn handle<O: Operation>(
         &self,
-        operation: Operation,
-        grpc_timeout: Option<String>,
-        checked: Result<(), InvalidRequest>,
-        request: impl FnOnce() -> AwsRequest,
-    ) -> Result<CallSuccess, Status> {
+        request: Request<O::Request>,
+    ) -> Result<Response<O::Response>, Status> {
         let arrived = Instant::now();
-        let deadline = deadline_for(grpc_timeout.as_deref(), self.default_deadline, arrived);
-
-        let outcome: Result<CallSuccess, (Status, Option<CallError>)> = match checked {
+        let deadline = deadline_for(
+            grpc_timeout(&request).as_deref(),
+            self.default_deadline,
+            arrived,
+        );
+        let mut job_id = None;
+        let outcome = match O::validate(request.into_inner()) {
             Err(invalid) => Err((invalid_request_status(&invalid), None)),
-            Ok(()) => {
-                let call = Call {
-                    request: request(),
-                    deadline,
-                };
-                // The stack honours the deadline itself; this is the backstop.
-                let result = tokio::time::timeout_at(deadline, self.stack.clone().oneshot(call))
-                    .await
-                    .unwrap_or_else(|_| {
-                        let mut error = CallError::deadline_exceeded(0);
-                        error.outcome_unknown = true;
-                        Err(error)
-                    });
-                result.map_err(|error| {
-                    let status =
-                        call_error_status(&error, suggested_retry_delay(&error, &self.retry));
-                    (status, Some(error))
-                })
+            Ok(checked) => {
+                job_id = O::subject(&checked).job_id.map(str::to_owned);
+                match checked.resolve(self.client_tokens.as_deref()) {
+                    Err(invalid) => Err((invalid_request_status(&invalid), None)),
+                    Ok(valid) => self.forward::<O>(Call::new(valid, deadline)).await,
+                }
             }
         };
+        self.finished(O::ID.name(), job_id.as_deref(), arrived, &outcome);
+        let success = outcome.map_err(|(status, _)| status)?;
+        if let Some(map) = &self.client_tokens {
+            for job in O::polled(&success.output) {
+                if let Some(client_id) = job.client_id {
+                    map.remember(job.job_id, client_id);
+                }
+            }
+        }
+        let aws_request_id = success.aws_request_id.unwrap_or_default();
+        Ok(Response::new(O::respond(success.output, aws_request_id)))
+    }
 
+    async fn forward<O: Operation>(
+        &self,
+        call: Call<O>,
+    ) -> Result<CallSuccess<O::Output>, (Status, Option<CallError>)> {
+        let deadline = call.deadline;
+        // The stack honours the deadline itself; this is the backstop.
+        let result = tokio::time::timeout_at(deadline, self.stack.forward(call))
+            .await
+            .unwrap_or_else(|_| {
+                let mut error = CallError::deadline_exceeded(0);
+                error.outcome_unknown = true;
+                Err(error)
+            });
+        result.map_err(|error| {
+            let status = call_error_status(&error, suggested_retry_delay(&error, &self.retry));
+            (status, Some(error))
+        })
+    }
+
+    /// The call's one log line and its metrics.
+    fn finished<T>(
+        &self,
+        method: &'static str,
+        job_id: Option<&str>,
+        arrived: Instant,
+        outcome: &Result<CallSuccess<T>, (Status, Option<CallError>)>,
+    ) {
         let latency = arrived.elapsed();
-        let method = operation.name();
-        match &outcome {
+        let latency_ms = latency.as_millis() as u64;
+        let job_id = job_id.unwrap_or("");
+        match outcome {
             Ok(success) => {
                 tracing::info!(
                     method,
                     code = "OK",
+                    job_id,
                     attempts = success.attempts,
-                    latency_ms = latency.as_millis() as u64,
+                    latency_ms,
                     aws_request_id = success.aws_request_id.as_deref().unwrap_or(""),
                     "call finished"
                 );
@@ -102,12 +132,11 @@ impl JobWorker {
                 let code = code_name(status.code());
                 let aws_error_code = aws.and_then(|a| a.code.as_deref()).unwrap_or("");
                 let aws_request_id = aws.and_then(|a| a.request_id.as_deref()).unwrap_or("");
-                let latency_ms = latency.as_millis() as u64;
                 match status.code() {
                     // The operator must act: the cause goes to the log, which
                     // only ever holds AWS's own words, never request values.
                     Code::Internal => tracing::error!(
-                        method, code, attempts, latency_ms, aws_error_code, aws_request_id,
+                        method, code, job_id, attempts, latency_ms, aws_error_code, aws_request_id,
                         cause = %error.as_ref().map(ToString::to_string).unwrap_or_default(),
                         "call finished"
                     ),
@@ -115,6 +144,7 @@ impl JobWorker {
                         tracing::warn!(
                             method,
                             code,
+                            job_id,
                             attempts,
                             latency_ms,
                             aws_error_code,
@@ -125,6 +155,7 @@ impl JobWorker {
                     _ => tracing::info!(
                         method,
                         code,
+                        job_id,
                         attempts,
                         latency_ms,
                         aws_error_code,
@@ -136,7 +167,6 @@ impl JobWorker {
                     .record_call(method, status.code(), latency.as_secs_f64(), attempts);
             }
         }
-        outcome.map_err(|(status, _)| status)
     }
 }
 
@@ -148,198 +178,32 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Validates and forwards one request type: `$validate` checks the message,
-/// `$variant` wraps it for the stack. Evaluates to the call's `CallSuccess`.
-macro_rules! forward {
-    ($self:ident, $request:ident, $operation:ident, $validate:path) => {{
-        let timeout = grpc_timeout(&$request);
-        let body = $request.into_inner();
-        let checked = $validate(&body);
-        $self
-            .handle(Operation::$operation, timeout, checked, || {
-                AwsRequest::$operation(Arc::new(body))
-            })
-            .await?
-    }};
-}
-
-fn request_id(success: &CallSuccess) -> String {
-    success.aws_request_id.clone().unwrap_or_default()
-}
-
-#[tonic::async_trait]
-impl JobWorkerService for JobWorker {
-    async fn poll_for_jobs(
-        &self,
-        request: Request<v1::PollForJobsRequest>,
-    ) -> Result<Response<v1::PollForJobsResponse>, Status> {
-        let success = forward!(self, request, PollForJobs, validation::poll_for_jobs);
-        let aws_request_id = request_id(&success);
-        let AwsOutput::Jobs(jobs) = success.output else {
-            unreachable!("PollForJobs answers jobs")
-        };
-        Ok(Response::new(v1::PollForJobsResponse {
-            jobs,
-            aws_request_id,
-        }))
-    }
-
-    async fn acknowledge_job(
-        &self,
-        request: Request<v1::AcknowledgeJobRequest>,
-    ) -> Result<Response<v1::AcknowledgeJobResponse>, Status> {
-        let success = forward!(self, request, AcknowledgeJob, validation::acknowledge_job);
-        let aws_request_id = request_id(&success);
-        let AwsOutput::Status(status) = success.output else {
-            unreachable!("AcknowledgeJob answers a status")
-        };
-        Ok(Response::new(v1::AcknowledgeJobResponse {
-            status: status.into(),
-            aws_request_id,
-        }))
-    }
-
-    async fn get_job_details(
-        &self,
-        request: Request<v1::GetJobDetailsRequest>,
-    ) -> Result<Response<v1::GetJobDetailsResponse>, Status> {
-        let success = forward!(self, request, GetJobDetails, validation::get_job_details);
-        let aws_request_id = request_id(&success);
-        let AwsOutput::JobDetails(job_details) = success.output else {
-            unreachable!("GetJobDetails answers job details")
-        };
-        Ok(Response::new(v1::GetJobDetailsResponse {
-            job_details,
-            aws_request_id,
-        }))
-    }
-
-    async fn put_job_success_result(
-        &self,
-        request: Request<v1::PutJobSuccessResultRequest>,
-    ) -> Result<Response<v1::PutJobSuccessResultResponse>, Status> {
-        let success = forward!(
-            self,
-            request,
-            PutJobSuccessResult,
-            validation::put_job_success_result
-        );
-        Ok(Response::new(v1::PutJobSuccessResultResponse {
-            aws_request_id: request_id(&success),
-        }))
-    }
-
-    async fn put_job_failure_result(
-        &self,
-        request: Request<v1::PutJobFailureResultRequest>,
-    ) -> Result<Response<v1::PutJobFailureResultResponse>, Status> {
-        let success = forward!(
-            self,
-            request,
-            PutJobFailureResult,
-            validation::put_job_failure_result
-        );
-        Ok(Response::new(v1::PutJobFailureResultResponse {
-            aws_request_id: request_id(&success),
-        }))
-    }
-
-    async fn poll_for_third_party_jobs(
-        &self,
-        request: Request<v1::PollForThirdPartyJobsRequest>,
-    ) -> Result<Response<v1::PollForThirdPartyJobsResponse>, Status> {
-        let success = forward!(
-            self,
-            request,
-            PollForThirdPartyJobs,
-            validation::poll_for_third_party_jobs
-        );
-        let aws_request_id = request_id(&success);
-        let AwsOutput::ThirdPartyJobs(jobs) = success.output else {
-            unreachable!("PollForThirdPartyJobs answers jobs")
-        };
-        if let Some(map) = &self.client_tokens {
-            for job in &jobs {
-                map.remember(&job.job_id, &job.client_id);
-            }
+/// Each RPC is its operation, handled generically.
+macro_rules! rpcs {
+    ($($method:ident: $operation:ident),+ $(,)?) => {
+        #[tonic::async_trait]
+        impl JobWorkerService for JobWorker {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<<op::$operation as Operation>::Request>,
+                ) -> Result<Response<<op::$operation as Operation>::Response>, Status> {
+                    self.handle::<op::$operation>(request).await
+                }
+            )+
         }
-        Ok(Response::new(v1::PollForThirdPartyJobsResponse {
-            jobs,
-            aws_request_id,
-        }))
-    }
-
-    async fn acknowledge_third_party_job(
-        &self,
-        mut request: Request<v1::AcknowledgeThirdPartyJobRequest>,
-    ) -> Result<Response<v1::AcknowledgeThirdPartyJobResponse>, Status> {
-        fill_in(self.client_tokens.as_deref(), request.get_mut());
-        let success = forward!(
-            self,
-            request,
-            AcknowledgeThirdPartyJob,
-            validation::acknowledge_third_party_job
-        );
-        let aws_request_id = request_id(&success);
-        let AwsOutput::Status(status) = success.output else {
-            unreachable!("AcknowledgeThirdPartyJob answers a status")
-        };
-        Ok(Response::new(v1::AcknowledgeThirdPartyJobResponse {
-            status: status.into(),
-            aws_request_id,
-        }))
-    }
-
-    async fn get_third_party_job_details(
-        &self,
-        mut request: Request<v1::GetThirdPartyJobDetailsRequest>,
-    ) -> Result<Response<v1::GetThirdPartyJobDetailsResponse>, Status> {
-        fill_in(self.client_tokens.as_deref(), request.get_mut());
-        let success = forward!(
-            self,
-            request,
-            GetThirdPartyJobDetails,
-            validation::get_third_party_job_details
-        );
-        let aws_request_id = request_id(&success);
-        let AwsOutput::ThirdPartyJobDetails(job_details) = success.output else {
-            unreachable!("GetThirdPartyJobDetails answers job details")
-        };
-        Ok(Response::new(v1::GetThirdPartyJobDetailsResponse {
-            job_details,
-            aws_request_id,
-        }))
-    }
-
-    async fn put_third_party_job_success_result(
-        &self,
-        mut request: Request<v1::PutThirdPartyJobSuccessResultRequest>,
-    ) -> Result<Response<v1::PutThirdPartyJobSuccessResultResponse>, Status> {
-        fill_in(self.client_tokens.as_deref(), request.get_mut());
-        let success = forward!(
-            self,
-            request,
-            PutThirdPartyJobSuccessResult,
-            validation::put_third_party_job_success_result
-        );
-        Ok(Response::new(v1::PutThirdPartyJobSuccessResultResponse {
-            aws_request_id: request_id(&success),
-        }))
-    }
-
-    async fn put_third_party_job_failure_result(
-        &self,
-        mut request: Request<v1::PutThirdPartyJobFailureResultRequest>,
-    ) -> Result<Response<v1::PutThirdPartyJobFailureResultResponse>, Status> {
-        fill_in(self.client_tokens.as_deref(), request.get_mut());
-        let success = forward!(
-            self,
-            request,
-            PutThirdPartyJobFailureResult,
-            validation::put_third_party_job_failure_result
-        );
-        Ok(Response::new(v1::PutThirdPartyJobFailureResultResponse {
-            aws_request_id: request_id(&success),
-        }))
-    }
+    };
 }
+
+rpcs!(
+    poll_for_jobs: PollForJobs,
+    acknowledge_job: AcknowledgeJob,
+    get_job_details: GetJobDetails,
+    put_job_success_result: PutJobSuccessResult,
+    put_job_failure_result: PutJobFailureResult,
+    poll_for_third_party_jobs: PollForThirdPartyJobs,
+    acknowledge_third_party_job: AcknowledgeThirdPartyJob,
+    get_third_party_job_details: GetThirdPartyJobDetails,
+    put_third_party_job_success_result: PutThirdPartyJobSuccessResult,
+    put_third_party_job_failure_result: PutThirdPartyJobFailureResult,
+);

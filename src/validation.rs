@@ -6,17 +6,20 @@
 //! The rules come from botocore's model of CodePipeline (API version
 //! 2015-07-09). Lengths are counted in characters (Unicode scalar values), as
 //! the model does; only the output-variable total is counted in bytes.
+//!
+//! Validation *returns* the checked value, typed for the SDK, so nothing
+//! downstream re-asserts what was checked here. Each operation's `validate`
+//! (in `operations.rs`) reads as the list of its rules.
 
-use std::sync::LazyLock;
+use std::{collections::HashMap, sync::LazyLock};
 
+use aws_sdk_codepipeline::types;
+use aws_smithy_types::DateTime;
 use regex::Regex;
 
-use crate::proto::v1::{
-    AcknowledgeJobRequest, AcknowledgeThirdPartyJobRequest, ActionCategory, ActionOwner,
-    ActionTypeId, CurrentRevision, ExecutionDetails, FailureDetails, FailureType,
-    GetJobDetailsRequest, GetThirdPartyJobDetailsRequest, PollForJobsRequest,
-    PollForThirdPartyJobsRequest, PutJobFailureResultRequest, PutJobSuccessResultRequest,
-    PutThirdPartyJobFailureResultRequest, PutThirdPartyJobSuccessResultRequest,
+use crate::{
+    client_tokens::{ClientToken, TokenSource},
+    proto::v1,
 };
 
 /// CodePipeline's documented limit on all output variables of one action, in bytes.
@@ -52,155 +55,73 @@ pub struct InvalidRequest {
     pub output_variables_too_large: bool,
 }
 
-/// Checks a `PutJobSuccessResult` request.
-pub fn put_job_success_result(request: &PutJobSuccessResultRequest) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.job_id("jobId", &request.job_id);
-    check.revision(request.current_revision.as_ref());
-    check.optional_length("continuationToken", &request.continuation_token, 1, 2048);
-    check.execution_details(request.execution_details.as_ref());
-    check.output_variables(&request.output_variables, &request.continuation_token);
-    check.finish()
-}
-
-/// Checks a `PutThirdPartyJobSuccessResult` request.
-pub fn put_third_party_job_success_result(
-    request: &PutThirdPartyJobSuccessResultRequest,
-) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.required_length("jobId", &request.job_id, 1, 512);
-    check.client_token(&request.client_token, &request.client_id);
-    check.revision(request.current_revision.as_ref());
-    check.optional_length("continuationToken", &request.continuation_token, 1, 2048);
-    check.execution_details(request.execution_details.as_ref());
-    check.finish()
-}
-
-/// Checks a `PollForJobs` request.
-pub fn poll_for_jobs(request: &PollForJobsRequest) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.action_type_id(request.action_type_id.as_ref());
-    check.max_batch_size(request.max_batch_size);
-    if request.query_param.len() > 1 {
-        check.violation("queryParam", "may hold at most one entry");
-    }
-    let mut keys: Vec<&String> = request.query_param.keys().collect();
-    keys.sort();
-    for key in keys {
-        let path = format!("queryParam[{}]", serde_json::Value::from(key.as_str()));
-        let length = key.chars().count();
-        if !(1..=50).contains(&length) {
-            check.violation(
-                &path,
-                format!("key must be 1 to 50 characters long, but is {length}"),
-            );
-        }
-        let value = &request.query_param[key];
-        let length = value.chars().count();
-        if !(1..=50).contains(&length) {
-            check.violation(
-                &path,
-                format!("value must be 1 to 50 characters long, but is {length}"),
-            );
-        } else if !QUERY_PARAM_VALUE.is_match(value) {
-            check.violation(&path, "value must match [a-zA-Z0-9_-]+");
-        }
-    }
-    check.finish()
-}
-
-/// Checks an `AcknowledgeJob` request.
-pub fn acknowledge_job(request: &AcknowledgeJobRequest) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.job_id("jobId", &request.job_id);
-    check.required_length("nonce", &request.nonce, 1, 50);
-    check.finish()
-}
-
-/// Checks a `GetJobDetails` request.
-pub fn get_job_details(request: &GetJobDetailsRequest) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.job_id("jobId", &request.job_id);
-    check.finish()
-}
-
-/// Checks a `PutJobFailureResult` request.
-pub fn put_job_failure_result(request: &PutJobFailureResultRequest) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.job_id("jobId", &request.job_id);
-    check.failure_details(request.failure_details.as_ref());
-    check.finish()
-}
-
-/// Checks a `PollForThirdPartyJobs` request.
-pub fn poll_for_third_party_jobs(
-    request: &PollForThirdPartyJobsRequest,
-) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.action_type_id(request.action_type_id.as_ref());
-    check.max_batch_size(request.max_batch_size);
-    check.finish()
-}
-
-/// Checks an `AcknowledgeThirdPartyJob` request (after the client token was filled in).
-pub fn acknowledge_third_party_job(
-    request: &AcknowledgeThirdPartyJobRequest,
-) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.required_length("jobId", &request.job_id, 1, 512);
-    check.required_length("nonce", &request.nonce, 1, 50);
-    check.client_token(&request.client_token, &request.client_id);
-    check.finish()
-}
-
-/// Checks a `GetThirdPartyJobDetails` request (after the client token was filled in).
-pub fn get_third_party_job_details(
-    request: &GetThirdPartyJobDetailsRequest,
-) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.required_length("jobId", &request.job_id, 1, 512);
-    check.client_token(&request.client_token, &request.client_id);
-    check.finish()
-}
-
-/// Checks a `PutThirdPartyJobFailureResult` request (after the client token was filled in).
-pub fn put_third_party_job_failure_result(
-    request: &PutThirdPartyJobFailureResultRequest,
-) -> Result<(), InvalidRequest> {
-    let mut check = Checker::default();
-    check.required_length("jobId", &request.job_id, 1, 512);
-    check.client_token(&request.client_token, &request.client_id);
-    check.failure_details(request.failure_details.as_ref());
-    check.finish()
-}
-
-/// Collects violations; each method checks one rule of the model.
+/// Collects violations; each method checks one rule of the model and returns
+/// the checked value in the SDK's types (`None` when it is absent or bad).
+/// [`Checker::finish`] hands the typed request on only if nothing was bad.
 #[derive(Default)]
-struct Checker {
+pub struct Checker {
     violations: Vec<FieldViolation>,
     output_variables_too_large: bool,
 }
 
 impl Checker {
-    fn violation(&mut self, field: impl Into<String>, description: impl Into<String>) {
+    pub fn violation(&mut self, field: impl Into<String>, description: impl Into<String>) {
         self.violations.push(FieldViolation {
             field: field.into(),
             description: description.into(),
         });
     }
 
-    fn required_length(&mut self, field: &str, value: &str, min: usize, max: usize) {
-        if value.is_empty() {
-            self.violation(field, "is required");
+    /// The typed request, if no rule was broken. `build` returns `None` only
+    /// when a required value is missing, and every check that leaves one
+    /// missing records a violation; the fallback below keeps that a refusal
+    /// rather than a panic should a check ever forget.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, InvalidRequest> {
+        let built = if self.violations.is_empty() {
+            build()
         } else {
-            self.optional_length(field, value, min, max);
-        }
+            None
+        };
+        built.ok_or_else(|| {
+            let mut violations = self.violations;
+            if violations.is_empty() {
+                violations.push(FieldViolation {
+                    field: String::new(),
+                    description: "the request is incomplete".into(),
+                });
+            }
+            InvalidRequest {
+                violations,
+                output_variables_too_large: self.output_variables_too_large,
+            }
+        })
     }
 
-    /// An empty string means "not set", so only a non-empty value is checked.
-    fn optional_length(&mut self, field: &str, value: &str, min: usize, max: usize) {
+    /// A value of `min..=max` characters, or a violation (also when empty).
+    pub fn required_text(
+        &mut self,
+        field: &str,
+        value: String,
+        min: usize,
+        max: usize,
+    ) -> Option<String> {
         if value.is_empty() {
-            return;
+            self.violation(field, "is required");
+            return None;
+        }
+        self.optional_text(field, value, min, max)
+    }
+
+    /// An empty string means "not set": `None`, and no violation.
+    pub fn optional_text(
+        &mut self,
+        field: &str,
+        value: String,
+        min: usize,
+        max: usize,
+    ) -> Option<String> {
+        if value.is_empty() {
+            return None;
         }
         let length = value.chars().count();
         if length < min || length > max {
@@ -208,65 +129,124 @@ impl Checker {
                 field,
                 format!("must be {min} to {max} characters long, but is {length}"),
             );
+            return None;
         }
+        Some(value)
     }
 
-    fn job_id(&mut self, field: &str, value: &str) {
+    /// A custom job's id: a lowercase UUID.
+    pub fn job_id(&mut self, field: &str, value: String) -> Option<String> {
         if value.is_empty() {
             self.violation(field, "is required");
-        } else if !JOB_ID.is_match(value) {
+            None
+        } else if !JOB_ID.is_match(&value) {
             self.violation(
                 field,
                 "must be a job id as returned by PollForJobs: a lowercase UUID matching \
                  [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             );
+            None
+        } else {
+            Some(value)
         }
     }
 
+    /// A partner job's id: AWS only bounds its length.
+    pub fn partner_job_id(&mut self, value: String) -> Option<String> {
+        self.required_text("jobId", value, 1, 512)
+    }
+
+    pub fn nonce(&mut self, value: String) -> Option<String> {
+        self.required_text("nonce", value, 1, 50)
+    }
+
+    /// The token a partner call carries, or how the gateway may find it.
     /// `clientId` is not an AWS field: it only selects a token from the
     /// gateway's client-token map, and must look like AWS's client ids.
-    fn client_token(&mut self, client_token: &str, client_id: &str) {
-        if client_token.is_empty() {
-            self.violation(
-                "clientToken",
-                "is required (the gateway has no client token for this job: send clientToken, \
-                 or clientId when the gateway's client-token map is configured)",
-            );
+    pub fn client_token(&mut self, client_token: String, client_id: String) -> Option<TokenSource> {
+        let client_id = if client_id.is_empty() {
+            None
+        } else if JOB_ID.is_match(&client_id) {
+            Some(client_id)
         } else {
-            self.optional_length("clientToken", client_token, 1, 256);
-        }
-        if !client_id.is_empty() && !JOB_ID.is_match(client_id) {
             self.violation(
                 "clientId",
                 "must be a client id as returned by PollForThirdPartyJobs: a lowercase UUID",
             );
+            return None;
+        };
+        if client_token.is_empty() {
+            return Some(TokenSource::Lookup { client_id });
         }
+        self.optional_text("clientToken", client_token, 1, 256)
+            .map(|token| TokenSource::Sent(ClientToken::new(token)))
     }
 
-    fn action_type_id(&mut self, id: Option<&ActionTypeId>) {
+    /// The action type of a poll, whose owner must be the one the poll serves.
+    pub fn action_type_id(
+        &mut self,
+        id: Option<v1::ActionTypeId>,
+        expected_owner: v1::ActionOwner,
+        polled_by: &str,
+    ) -> Option<types::ActionTypeId> {
         let Some(id) = id else {
             self.violation("actionTypeId", "is required");
-            return;
+            return None;
         };
-        if !matches!(ActionCategory::try_from(id.category), Ok(c) if c != ActionCategory::Unspecified)
-        {
-            self.violation(
-                "actionTypeId.category",
-                "is required: one of ACTION_CATEGORY_SOURCE, _BUILD, _DEPLOY, _TEST, _INVOKE, \
-                 _APPROVAL, _COMPUTE",
-            );
-        }
-        if !matches!(ActionOwner::try_from(id.owner), Ok(o) if o != ActionOwner::Unspecified) {
-            self.violation(
-                "actionTypeId.owner",
-                "is required: one of ACTION_OWNER_AWS, ACTION_OWNER_THIRD_PARTY, ACTION_OWNER_CUSTOM",
-            );
-        }
-        self.provider_or_version("actionTypeId.provider", &id.provider, 35);
-        self.provider_or_version("actionTypeId.version", &id.version, 9);
+        let category = match v1::ActionCategory::try_from(id.category) {
+            Ok(v1::ActionCategory::Source) => Some(types::ActionCategory::Source),
+            Ok(v1::ActionCategory::Build) => Some(types::ActionCategory::Build),
+            Ok(v1::ActionCategory::Deploy) => Some(types::ActionCategory::Deploy),
+            Ok(v1::ActionCategory::Test) => Some(types::ActionCategory::Test),
+            Ok(v1::ActionCategory::Invoke) => Some(types::ActionCategory::Invoke),
+            Ok(v1::ActionCategory::Approval) => Some(types::ActionCategory::Approval),
+            Ok(v1::ActionCategory::Compute) => Some(types::ActionCategory::Compute),
+            Ok(v1::ActionCategory::Unspecified) | Err(_) => {
+                self.violation(
+                    "actionTypeId.category",
+                    "is required: one of ACTION_CATEGORY_SOURCE, _BUILD, _DEPLOY, _TEST, \
+                     _INVOKE, _APPROVAL, _COMPUTE",
+                );
+                None
+            }
+        };
+        let owner = match v1::ActionOwner::try_from(id.owner) {
+            Ok(given) if given == expected_owner => sdk_owner(given),
+            Ok(v1::ActionOwner::Unspecified) | Err(_) => {
+                self.violation(
+                    "actionTypeId.owner",
+                    format!(
+                        "is required: {} for {polled_by}",
+                        expected_owner.as_str_name()
+                    ),
+                );
+                None
+            }
+            Ok(_) => {
+                self.violation(
+                    "actionTypeId.owner",
+                    format!(
+                        "must be {} for {polled_by} (PollForJobs serves custom actions, \
+                         PollForThirdPartyJobs partner actions)",
+                        expected_owner.as_str_name()
+                    ),
+                );
+                None
+            }
+        };
+        let provider = self.provider_or_version("actionTypeId.provider", id.provider, 35);
+        let version = self.provider_or_version("actionTypeId.version", id.version, 9);
+        let built = types::ActionTypeId::builder()
+            .set_category(category)
+            .set_owner(owner)
+            .set_provider(provider)
+            .set_version(version)
+            .build();
+        // Every missing member was reported above.
+        built.ok()
     }
 
-    fn provider_or_version(&mut self, field: &str, value: &str, max: usize) {
+    fn provider_or_version(&mut self, field: &str, value: String, max: usize) -> Option<String> {
         let length = value.chars().count();
         if value.is_empty() {
             self.violation(field, "is required");
@@ -275,100 +255,191 @@ impl Checker {
                 field,
                 format!("must be 1 to {max} characters long, but is {length}"),
             );
-        } else if !PROVIDER_OR_VERSION.is_match(value) {
+        } else if !PROVIDER_OR_VERSION.is_match(&value) {
             self.violation(field, "must match [0-9A-Za-z_-]+");
+        } else {
+            return Some(value);
+        }
+        None
+    }
+
+    pub fn max_batch_size(&mut self, size: Option<i32>) -> Option<i32> {
+        match size {
+            Some(size) if size < 1 => {
+                self.violation("maxBatchSize", format!("must be at least 1, but is {size}"));
+                None
+            }
+            size => size,
         }
     }
 
-    fn max_batch_size(&mut self, size: Option<i32>) {
-        if let Some(size) = size
-            && size < 1
-        {
-            self.violation("maxBatchSize", format!("must be at least 1, but is {size}"));
+    pub fn query_param(
+        &mut self,
+        query_param: HashMap<String, String>,
+    ) -> Option<HashMap<String, String>> {
+        if query_param.is_empty() {
+            return None;
         }
+        let before = self.violations.len();
+        if query_param.len() > 1 {
+            self.violation("queryParam", "may hold at most one entry");
+        }
+        // Sorted so that the violations come out in a stable order.
+        let mut keys: Vec<&String> = query_param.keys().collect();
+        keys.sort();
+        for key in keys {
+            let path = format!("queryParam[{}]", serde_json::Value::from(key.as_str()));
+            let length = key.chars().count();
+            if !(1..=50).contains(&length) {
+                self.violation(
+                    &path,
+                    format!("key must be 1 to 50 characters long, but is {length}"),
+                );
+            }
+            let value = &query_param[key];
+            let length = value.chars().count();
+            if !(1..=50).contains(&length) {
+                self.violation(
+                    &path,
+                    format!("value must be 1 to 50 characters long, but is {length}"),
+                );
+            } else if !QUERY_PARAM_VALUE.is_match(value) {
+                self.violation(&path, "value must match [a-zA-Z0-9_-]+");
+            }
+        }
+        (self.violations.len() == before).then_some(query_param)
     }
 
-    fn failure_details(&mut self, details: Option<&FailureDetails>) {
+    pub fn failure_details(
+        &mut self,
+        details: Option<v1::FailureDetails>,
+    ) -> Option<types::FailureDetails> {
         let Some(details) = details else {
             self.violation("failureDetails", "is required");
-            return;
+            return None;
         };
-        if !matches!(FailureType::try_from(details.r#type), Ok(t) if t != FailureType::Unspecified)
-        {
-            self.violation(
-                "failureDetails.type",
-                "is required: one of FAILURE_TYPE_JOB_FAILED, _CONFIGURATION_ERROR, \
-                 _PERMISSION_ERROR, _REVISION_OUT_OF_SYNC, _REVISION_UNAVAILABLE, \
-                 _SYSTEM_UNAVAILABLE",
-            );
-        }
-        self.required_length("failureDetails.message", &details.message, 1, 5000);
-        self.optional_length(
+        let failure_type = match v1::FailureType::try_from(details.r#type) {
+            Ok(v1::FailureType::JobFailed) => Some(types::FailureType::JobFailed),
+            Ok(v1::FailureType::ConfigurationError) => Some(types::FailureType::ConfigurationError),
+            Ok(v1::FailureType::PermissionError) => Some(types::FailureType::PermissionError),
+            Ok(v1::FailureType::RevisionOutOfSync) => Some(types::FailureType::RevisionOutOfSync),
+            Ok(v1::FailureType::RevisionUnavailable) => {
+                Some(types::FailureType::RevisionUnavailable)
+            }
+            Ok(v1::FailureType::SystemUnavailable) => Some(types::FailureType::SystemUnavailable),
+            Ok(v1::FailureType::Unspecified) | Err(_) => {
+                self.violation(
+                    "failureDetails.type",
+                    "is required: one of FAILURE_TYPE_JOB_FAILED, _CONFIGURATION_ERROR, \
+                     _PERMISSION_ERROR, _REVISION_OUT_OF_SYNC, _REVISION_UNAVAILABLE, \
+                     _SYSTEM_UNAVAILABLE",
+                );
+                None
+            }
+        };
+        let message = self.required_text("failureDetails.message", details.message, 1, 5000);
+        let external_execution_id = self.optional_text(
             "failureDetails.externalExecutionId",
-            &details.external_execution_id,
+            details.external_execution_id,
             1,
             1500,
         );
+        types::FailureDetails::builder()
+            .set_type(failure_type)
+            .set_message(message)
+            .set_external_execution_id(external_execution_id)
+            .build()
+            .ok()
     }
 
-    fn revision(&mut self, revision: Option<&CurrentRevision>) {
-        let Some(revision) = revision else { return };
-        self.required_length("currentRevision.revision", &revision.revision, 1, 1500);
-        self.required_length(
+    pub fn revision(
+        &mut self,
+        revision: Option<v1::CurrentRevision>,
+    ) -> Option<types::CurrentRevision> {
+        let revision = revision?;
+        let before = self.violations.len();
+        let text = self.required_text("currentRevision.revision", revision.revision, 1, 1500);
+        let change_identifier = self.required_text(
             "currentRevision.changeIdentifier",
-            &revision.change_identifier,
+            revision.change_identifier,
             1,
             100,
         );
-        self.optional_length(
+        let summary = self.optional_text(
             "currentRevision.revisionSummary",
-            &revision.revision_summary,
+            revision.revision_summary,
             1,
             2048,
         );
-        if let Some(created) = &revision.created {
+        let created = revision.created.and_then(|created| {
             if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&created.seconds) {
                 self.violation(
                     "currentRevision.created",
                     "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
                 );
-            } else if !(0..1_000_000_000).contains(&created.nanos) {
+                None
+            } else if let Ok(nanos @ 0..1_000_000_000) = u32::try_from(created.nanos) {
+                Some(DateTime::from_secs_and_nanos(created.seconds, nanos))
+            } else {
                 self.violation(
                     "currentRevision.created",
                     "nanos must be between 0 and 999,999,999",
                 );
+                None
             }
+        });
+        if self.violations.len() != before {
+            return None;
         }
+        types::CurrentRevision::builder()
+            .set_revision(text)
+            .set_change_identifier(change_identifier)
+            .set_created(created)
+            .set_revision_summary(summary)
+            .build()
+            .ok()
     }
 
-    fn execution_details(&mut self, details: Option<&ExecutionDetails>) {
-        let Some(details) = details else { return };
-        self.optional_length("executionDetails.summary", &details.summary, 1, 2048);
-        self.optional_length(
+    pub fn execution_details(
+        &mut self,
+        details: Option<v1::ExecutionDetails>,
+    ) -> Option<types::ExecutionDetails> {
+        let details = details?;
+        let summary = self.optional_text("executionDetails.summary", details.summary, 1, 2048);
+        let external_execution_id = self.optional_text(
             "executionDetails.externalExecutionId",
-            &details.external_execution_id,
+            details.external_execution_id,
             1,
             1500,
         );
-        if let Some(percent) = details.percent_complete
-            && !(0..=100).contains(&percent)
-        {
-            self.violation(
-                "executionDetails.percentComplete",
-                format!("must be between 0 and 100, but is {percent}"),
-            );
-        }
+        let percent_complete = match details.percent_complete {
+            Some(percent) if !(0..=100).contains(&percent) => {
+                self.violation(
+                    "executionDetails.percentComplete",
+                    format!("must be between 0 and 100, but is {percent}"),
+                );
+                None
+            }
+            percent => percent,
+        };
+        Some(
+            types::ExecutionDetails::builder()
+                .set_summary(summary)
+                .set_external_execution_id(external_execution_id)
+                .set_percent_complete(percent_complete)
+                .build(),
+        )
     }
 
-    fn output_variables(
+    pub fn output_variables(
         &mut self,
-        variables: &std::collections::HashMap<String, String>,
-        continuation_token: &str,
-    ) {
+        variables: HashMap<String, String>,
+        with_continuation_token: bool,
+    ) -> Option<HashMap<String, String>> {
         if variables.is_empty() {
-            return;
+            return None;
         }
-        if !continuation_token.is_empty() {
+        if with_continuation_token {
             self.violation(
                 "outputVariables",
                 "cannot be set together with continuationToken: output variables belong to \
@@ -398,24 +469,54 @@ impl Checker {
                 ),
             );
         }
+        Some(variables)
     }
+}
 
-    fn finish(self) -> Result<(), InvalidRequest> {
-        if self.violations.is_empty() {
-            Ok(())
-        } else {
-            Err(InvalidRequest {
-                violations: self.violations,
-                output_variables_too_large: self.output_variables_too_large,
-            })
-        }
+fn sdk_owner(owner: v1::ActionOwner) -> Option<types::ActionOwner> {
+    match owner {
+        v1::ActionOwner::Aws => Some(types::ActionOwner::Aws),
+        v1::ActionOwner::ThirdParty => Some(types::ActionOwner::ThirdParty),
+        v1::ActionOwner::Custom => Some(types::ActionOwner::Custom),
+        v1::ActionOwner::Unspecified => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::*;
+    use crate::{operation::Operation, operations as op, proto::v1::*};
+
+    /// The rules of one operation, as its `validate` applies them.
+    fn check<O: Operation>(request: &O::Request) -> Result<(), InvalidRequest>
+    where
+        O::Request: Clone,
+    {
+        O::validate(request.clone()).map(drop)
+    }
+
+    fn put_job_success_result(r: &PutJobSuccessResultRequest) -> Result<(), InvalidRequest> {
+        check::<op::PutJobSuccessResult>(r)
+    }
+    fn put_job_failure_result(r: &PutJobFailureResultRequest) -> Result<(), InvalidRequest> {
+        check::<op::PutJobFailureResult>(r)
+    }
+    fn poll_for_jobs(r: &PollForJobsRequest) -> Result<(), InvalidRequest> {
+        check::<op::PollForJobs>(r)
+    }
+    fn acknowledge_job(r: &AcknowledgeJobRequest) -> Result<(), InvalidRequest> {
+        check::<op::AcknowledgeJob>(r)
+    }
+    fn get_third_party_job_details(
+        r: &GetThirdPartyJobDetailsRequest,
+    ) -> Result<(), InvalidRequest> {
+        check::<op::GetThirdPartyJobDetails>(r)
+    }
+    fn put_third_party_job_success_result(
+        r: &PutThirdPartyJobSuccessResultRequest,
+    ) -> Result<(), InvalidRequest> {
+        check::<op::PutThirdPartyJobSuccessResult>(r)
+    }
 
     const JOB: &str = "0123abcd-0123-4567-89ab-0123456789ab";
 
@@ -597,6 +698,35 @@ mod tests {
     }
 
     #[test]
+    fn each_poll_serves_its_own_owner() {
+        let custom = Some(action_type(2, 3, "p", "1"));
+        let partner = Some(action_type(3, 2, "p", "1"));
+        let poll = |id| {
+            fields(poll_for_jobs(&PollForJobsRequest {
+                action_type_id: id,
+                ..Default::default()
+            }))
+        };
+        let poll_partner = |id| {
+            fields(check::<op::PollForThirdPartyJobs>(
+                &PollForThirdPartyJobsRequest {
+                    action_type_id: id,
+                    max_batch_size: None,
+                },
+            ))
+        };
+        assert!(poll(custom.clone()).is_empty());
+        assert_eq!(poll(partner.clone()), ["actionTypeId.owner"]);
+        assert!(poll_partner(partner).is_empty());
+        assert_eq!(poll_partner(custom), ["actionTypeId.owner"]);
+        assert_eq!(
+            poll(Some(action_type(2, 1, "p", "1"))),
+            ["actionTypeId.owner"],
+            "AWS-owned actions are not polled by workers"
+        );
+    }
+
+    #[test]
     fn batch_size_and_query_param() {
         let ok_type = Some(action_type(2, 3, "p", "1"));
         let mut request = PollForJobsRequest {
@@ -681,9 +811,11 @@ mod tests {
             put_third_party_job_success_result(&request(&"j".repeat(512), &"t".repeat(256)))
                 .is_ok()
         );
+        // A missing token is not a field error yet: the gateway's map may
+        // fill it in after validation (client_tokens.rs).
         assert_eq!(
             fields(put_third_party_job_success_result(&request("", ""))),
-            ["jobId", "clientToken"]
+            ["jobId"]
         );
         assert_eq!(
             fields(put_third_party_job_success_result(&request(

@@ -7,19 +7,14 @@ use std::time::Duration;
 use codepipeline_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
 use codepipeline_gateway::{
     error::{AWS_DOMAIN, GATEWAY_DOMAIN, metadata},
-    proto::v1::{PutJobSuccessResultRequest, PutThirdPartyJobSuccessResultRequest},
+    proto::v1::PutThirdPartyJobSuccessResultRequest,
 };
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 const OP: &str = "PutJobSuccessResult";
 
-fn success(job_id: &str) -> PutJobSuccessResultRequest {
-    PutJobSuccessResultRequest {
-        job_id: job_id.to_owned(),
-        ..Default::default()
-    }
-}
+use common::success;
 
 fn aws_error(error_type: &str, status: u16) -> Fault {
     Fault::for_operation(
@@ -176,7 +171,7 @@ async fn server_errors_that_outlast_the_retries_are_unavailable() {
 async fn the_gateways_own_rate_limit_is_resource_exhausted_with_retry_info() {
     let mut settings = common::settings();
     settings.rate_limit.per_second = 0.5;
-    settings.rate_limit.burst = 1;
+    settings.rate_limit.burst = std::num::NonZeroU32::new(1).unwrap();
     settings.rate_limit.max_waiting = 0;
     let mut h = common::start_with(settings).await;
     let first = h.emulator.create_custom_job();

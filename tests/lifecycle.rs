@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use codepipeline_emulator::{ActionTypeId as EmuActionTypeId, Fault, FaultKind, JobState, NewJob};
 use codepipeline_gateway::{
+    config::ClientTokenSettings,
     error::metadata,
     proto::v1::{self, ActionCategory, ActionOwner, FailureType, JobStatus},
-    server::ClientTokenSettings,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -635,6 +635,34 @@ async fn invalid_lifecycle_requests_never_reach_aws() {
         .client
         .poll_for_jobs(v1::PollForJobsRequest {
             action_type_id: Some(no_owner),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.get_details_bad_request().unwrap().field_violations[0].field,
+        "actionTypeId.owner"
+    );
+    // A partner action type polled as a custom one, and the reverse.
+    let status = h
+        .client
+        .poll_for_jobs(v1::PollForJobsRequest {
+            action_type_id: Some(partner_type()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violation = &status.get_details_bad_request().unwrap().field_violations[0];
+    assert_eq!(violation.field, "actionTypeId.owner");
+    assert!(
+        violation.description.contains("ACTION_OWNER_CUSTOM"),
+        "{violation:?}"
+    );
+    let status = h
+        .client
+        .poll_for_third_party_jobs(v1::PollForThirdPartyJobsRequest {
+            action_type_id: Some(custom_type()),
             ..Default::default()
         })
         .await

@@ -13,7 +13,7 @@ const CONNECTIONS: usize = 24;
 async fn the_limit_holds_across_many_concurrent_connections() {
     let mut settings = common::settings();
     settings.rate_limit.per_second = 0.01; // no refill during the test
-    settings.rate_limit.burst = 5;
+    settings.rate_limit.burst = std::num::NonZeroU32::new(5).unwrap();
     settings.rate_limit.max_waiting = 0;
     let h = common::start_with(settings).await;
 
@@ -49,7 +49,7 @@ async fn the_limit_holds_across_many_concurrent_connections() {
 async fn calls_over_the_burst_wait_for_a_token_when_their_deadline_allows() {
     let mut settings = common::settings();
     settings.rate_limit.per_second = 50.0;
-    settings.rate_limit.burst = 1;
+    settings.rate_limit.burst = std::num::NonZeroU32::new(1).unwrap();
     settings.rate_limit.max_waiting = 16;
     let h = common::start_with(settings).await;
 

@@ -4,18 +4,13 @@
 mod common;
 
 use codepipeline_emulator::{Fault, FaultKind, JobState};
-use codepipeline_gateway::{error::metadata, proto::v1::PutJobSuccessResultRequest};
+use codepipeline_gateway::error::metadata;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 const OP: &str = "PutJobSuccessResult";
 
-fn success(job_id: &str) -> PutJobSuccessResultRequest {
-    PutJobSuccessResultRequest {
-        job_id: job_id.to_owned(),
-        ..Default::default()
-    }
-}
+use common::success;
 
 #[tokio::test]
 async fn throttled_twice_then_accepted_is_ok_after_three_attempts() {
@@ -60,7 +55,7 @@ async fn a_non_retryable_error_is_attempted_exactly_once() {
 #[tokio::test]
 async fn attempts_are_capped_by_the_setting() {
     let mut settings = common::settings();
-    settings.retry.max_attempts = 2;
+    settings.retry.max_attempts = std::num::NonZeroU32::new(2).unwrap();
     let mut h = common::start_with(settings).await;
     let job = h.emulator.create_custom_job();
     h.emulator

@@ -3,32 +3,33 @@
 //! tonic client on its own connection.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
 use codepipeline_emulator::{Emulator, EmulatorConfig, RecordedRequest};
 use codepipeline_gateway::{
     aws,
-    proto::v1::job_worker_service_client::JobWorkerServiceClient,
+    config::Config,
+    proto::v1::{PutJobSuccessResultRequest, job_worker_service_client::JobWorkerServiceClient},
     rate_limit::RateLimitSettings,
     retry::RetrySettings,
-    server::{Gateway, Settings},
+    server::Gateway,
 };
 use tonic::transport::Channel;
 
 pub const CUSTOM_JOB_ID_SHAPE: &str = "00000000-0000-4000-8000-000000000000";
 
 /// Generous limits and fast retries, so tests are quick unless they opt in.
-pub fn settings() -> Settings {
-    Settings {
+pub fn settings() -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: RateLimitSettings {
             per_second: 10_000.0,
-            burst: 10_000,
+            burst: NonZeroU32::new(10_000).unwrap(),
             max_waiting: 1_000,
         },
         retry: RetrySettings {
-            max_attempts: 3,
+            max_attempts: NonZeroU32::new(3).unwrap(),
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(10),
         },
@@ -50,7 +51,7 @@ pub async fn start() -> Harness {
     start_with(settings()).await
 }
 
-pub async fn start_with(settings: Settings) -> Harness {
+pub async fn start_with(settings: Config) -> Harness {
     let emulator = Emulator::start(EmulatorConfig::default())
         .await
         .expect("emulator starts");
@@ -58,19 +59,8 @@ pub async fn start_with(settings: Settings) -> Harness {
 }
 
 /// Starts a gateway whose AWS identity uses `secret` instead of the emulator's.
-pub async fn start_against(
-    emulator: Emulator,
-    settings: Settings,
-    secret: Option<&str>,
-) -> Harness {
-    let config = emulator.config().clone();
-    let client = aws::client_for_endpoint(
-        &emulator.endpoint_url(),
-        &config.region,
-        &config.access_key_id,
-        secret.unwrap_or(&config.secret_access_key),
-    )
-    .await;
+pub async fn start_against(emulator: Emulator, settings: Config, secret: Option<&str>) -> Harness {
+    let client = aws::client_for_emulator(&emulator, secret).await;
     let gateway = Gateway::start(settings, client)
         .await
         .expect("gateway starts");
@@ -95,4 +85,12 @@ pub async fn connect(gateway: &Gateway) -> JobWorkerServiceClient<Channel> {
 /// The requests of one operation that the emulator received.
 pub fn received(emulator: &Emulator, operation: &str) -> Vec<RecordedRequest> {
     emulator.requests_for(operation)
+}
+
+/// A minimal valid success result for a custom job.
+pub fn success(job_id: &str) -> PutJobSuccessResultRequest {
+    PutJobSuccessResultRequest {
+        job_id: job_id.to_owned(),
+        ..Default::default()
+    }
 }

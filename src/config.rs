@@ -1,0 +1,233 @@
+//! Configuration in two steps: clap's raw [`GatewayArgs`] (cli.rs), then the
+//! validated, typed [`Config`] built here, which is the only thing the rest
+//! of the code sees. A setting that cannot work stops start-up with a
+//! message that names its flag and environment variable.
+
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+
+use crate::{cli::GatewayArgs, rate_limit::RateLimitSettings, retry::RetrySettings};
+
+/// Everything the gateway needs to run, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub rate_limit: RateLimitSettings,
+    pub retry: RetrySettings,
+    pub attempt_timeout: Duration,
+    pub default_deadline: Duration,
+    /// Connections older than this get a GOAWAY; `None` keeps them forever.
+    pub max_connection_age: Option<Duration>,
+    pub shutdown_grace: Duration,
+    /// The partner client-token map, if the operator configured one.
+    pub client_tokens: Option<ClientTokenSettings>,
+}
+
+/// Where the client-token map lives and how often to look for changes.
+#[derive(Clone, Debug)]
+pub struct ClientTokenSettings {
+    pub path: PathBuf,
+    pub reload_interval: Duration,
+}
+
+/// A setting that cannot work, named by its flag and variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(flag: &str, env: &str, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid --{flag} ({env}): {problem}"))
+}
+
+impl TryFrom<&GatewayArgs> for Config {
+    type Error = ConfigError;
+
+    /// Checks what clap's types cannot, and builds the typed settings.
+    fn try_from(args: &GatewayArgs) -> Result<Config, ConfigError> {
+        // Destructured so that a new flag cannot be forgotten here.
+        let GatewayArgs {
+            listen,
+            admin_listen,
+            rate_limit_rps,
+            rate_limit_burst,
+            rate_limit_queue,
+            retry_max_attempts,
+            retry_base_delay,
+            retry_max_delay,
+            attempt_timeout,
+            default_deadline,
+            max_connection_age,
+            shutdown_grace,
+            log_format: _,
+            client_tokens_file,
+            client_tokens_reload,
+        } = args.clone();
+        if client_tokens_reload.is_zero() {
+            return Err(bad(
+                "client-tokens-reload",
+                "CPGW_CLIENT_TOKENS_RELOAD",
+                "must be greater than 0",
+            ));
+        }
+        if !(rate_limit_rps.is_finite() && rate_limit_rps > 0.0) {
+            return Err(bad(
+                "rate-limit-rps",
+                "CPGW_RATE_LIMIT_RPS",
+                format!("must be a number greater than 0, got {rate_limit_rps}"),
+            ));
+        }
+        let Some(rate_limit_burst) = NonZeroU32::new(rate_limit_burst) else {
+            return Err(bad(
+                "rate-limit-burst",
+                "CPGW_RATE_LIMIT_BURST",
+                "must be at least 1",
+            ));
+        };
+        let Some(retry_max_attempts) =
+            NonZeroU32::new(retry_max_attempts).filter(|n| n.get() <= 10)
+        else {
+            return Err(bad(
+                "retry-max-attempts",
+                "CPGW_RETRY_MAX_ATTEMPTS",
+                format!("must be 1 to 10, got {retry_max_attempts}"),
+            ));
+        };
+        if retry_base_delay.is_zero() {
+            return Err(bad(
+                "retry-base-delay",
+                "CPGW_RETRY_BASE_DELAY",
+                "must be greater than 0",
+            ));
+        }
+        if retry_max_delay < retry_base_delay {
+            return Err(bad(
+                "retry-max-delay",
+                "CPGW_RETRY_MAX_DELAY",
+                "must not be shorter than --retry-base-delay",
+            ));
+        }
+        if attempt_timeout.is_zero() {
+            return Err(bad(
+                "attempt-timeout",
+                "CPGW_ATTEMPT_TIMEOUT",
+                "must be greater than 0",
+            ));
+        }
+        if default_deadline.is_zero() {
+            return Err(bad(
+                "default-deadline",
+                "CPGW_DEFAULT_DEADLINE",
+                "must be greater than 0",
+            ));
+        }
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(bad(
+                "admin-listen",
+                "CPGW_ADMIN_LISTEN",
+                "must differ from --listen",
+            ));
+        }
+        Ok(Config {
+            listen,
+            admin_listen,
+            rate_limit: RateLimitSettings {
+                per_second: rate_limit_rps,
+                burst: rate_limit_burst,
+                max_waiting: rate_limit_queue,
+            },
+            retry: RetrySettings {
+                max_attempts: retry_max_attempts,
+                base_delay: retry_base_delay,
+                max_delay: retry_max_delay,
+            },
+            attempt_timeout,
+            default_deadline,
+            max_connection_age: (!max_connection_age.is_zero()).then_some(max_connection_age),
+            shutdown_grace,
+            client_tokens: client_tokens_file.map(|path| ClientTokenSettings {
+                path,
+                reload_interval: client_tokens_reload,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("codepipeline-gateway").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = Config::try_from(&parse(&[]).serve).unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(settings.admin_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(settings.retry.max_attempts.get(), 3);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(settings.max_connection_age, Some(Duration::from_secs(300)));
+        let forever = Config::try_from(&parse(&["--max-connection-age", "0s"]).serve).unwrap();
+        assert_eq!(forever.max_connection_age, None);
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_flags() {
+        let cli = parse(&["--rate-limit-rps", "2.5", "--retry-base-delay", "250ms"]);
+        assert!(cli.command.is_none());
+        let settings = Config::try_from(&cli.serve).unwrap();
+        assert_eq!(settings.rate_limit.per_second, 2.5);
+        assert_eq!(settings.retry.base_delay, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_settings_name_the_flag_and_variable() {
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["serve", "--rate-limit-rps", "0"],
+                "--rate-limit-rps (CPGW_RATE_LIMIT_RPS)",
+            ),
+            (
+                &["serve", "--retry-max-attempts", "0"],
+                "--retry-max-attempts (CPGW_RETRY_MAX_ATTEMPTS)",
+            ),
+            (
+                &[
+                    "serve",
+                    "--retry-base-delay",
+                    "2s",
+                    "--retry-max-delay",
+                    "1s",
+                ],
+                "--retry-max-delay",
+            ),
+            (&["serve", "--rate-limit-burst", "0"], "--rate-limit-burst"),
+        ];
+        for (args, expected) in cases {
+            let Some(Command::Serve(serve)) = parse(args).command else {
+                panic!()
+            };
+            let error = Config::try_from(&serve).unwrap_err();
+            assert!(error.0.contains(expected), "{error} lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn unparsable_values_are_refused_by_clap_with_the_flag_name() {
+        let error =
+            Cli::try_parse_from(["codepipeline-gateway", "serve", "--shutdown-grace", "soon"])
+                .unwrap_err();
+        assert!(error.to_string().contains("--shutdown-grace"), "{error}");
+    }
+}

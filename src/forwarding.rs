@@ -1,0 +1,51 @@
+//! The forwarding stack: rate limit → retry → one AWS attempt, around one SDK
+//! client. Its shared parts (the limiter, the retry budget) are created once
+//! and shared by every call; the tower stack itself is assembled per call
+//! for the call's [`Operation`], which costs a few reference-count bumps.
+
+use std::{sync::Arc, time::Duration};
+
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::{
+    aws::Forwarder,
+    call::{Call, CallError, CallSuccess},
+    operation::Operation,
+    rate_limit::{RateLimitLayer, RateLimitSettings, RateLimiter},
+    retry::{RetryPolicy, RetrySettings, shared_budget},
+};
+
+#[derive(Clone)]
+pub struct ForwardingStack {
+    rate_limit: RateLimitLayer,
+    retry: RetryPolicy,
+    forwarder: Forwarder,
+}
+
+impl ForwardingStack {
+    pub fn new(
+        client: aws_sdk_codepipeline::Client,
+        rate_limit: RateLimitSettings,
+        retry: RetrySettings,
+        attempt_timeout: Duration,
+    ) -> Self {
+        ForwardingStack {
+            rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(rate_limit))),
+            retry: RetryPolicy::new(retry, shared_budget()),
+            forwarder: Forwarder::new(client, attempt_timeout),
+        }
+    }
+
+    /// Sends one call through the whole stack.
+    pub async fn forward<O: Operation>(
+        &self,
+        call: Call<O>,
+    ) -> Result<CallSuccess<O::Output>, CallError> {
+        ServiceBuilder::new()
+            .layer(self.rate_limit.clone())
+            .layer(tower::retry::RetryLayer::new(self.retry.clone()))
+            .service(self.forwarder.clone())
+            .oneshot(call)
+            .await
+    }
+}
