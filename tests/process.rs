@@ -217,7 +217,8 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         .unwrap();
     client
         .put_job_success_result(PutJobSuccessResultRequest {
-            job_id: custom.job_id,
+            // The continuation closed the first job (as in CodePipeline).
+            job_id: emulator.create_custom_job().job_id,
             output_variables: [("KEY".to_owned(), VALUE.to_owned())].into(),
             ..Default::default()
         })

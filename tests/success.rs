@@ -91,7 +91,7 @@ async fn empty_strings_and_absent_messages_are_not_sent() {
 }
 
 #[tokio::test]
-async fn a_continuation_token_keeps_the_job_open_for_the_final_result() {
+async fn a_continuation_token_closes_the_job_and_the_final_result_goes_to_the_next() {
     let mut h = common::start().await;
     let job = h.emulator.create_custom_job();
     h.client
@@ -108,19 +108,30 @@ async fn a_continuation_token_keeps_the_job_open_for_the_final_result() {
         .expect("first result");
     assert_eq!(
         h.emulator.job(&job.job_id).unwrap().state,
-        JobState::InProgress
+        JobState::Succeeded
+    );
+    // CodePipeline hands the token back in a new job of the same action.
+    let next = h
+        .emulator
+        .jobs()
+        .into_iter()
+        .find(|j| j.continuation_of.as_deref() == Some(job.job_id.as_str()))
+        .expect("a continuation job");
+    assert_eq!(
+        h.emulator.job_data(&next.job_id).unwrap()["continuationToken"],
+        "step-2"
     );
     h.client
         .put_job_success_result(PutJobSuccessResultRequest {
-            job_id: job.job_id.clone(),
+            job_id: next.job_id.clone(),
             output_variables: [("DONE".to_owned(), "yes".to_owned())].into(),
             ..Default::default()
         })
         .await
         .expect("final result");
-    let snapshot = h.emulator.job(&job.job_id).unwrap();
+    let snapshot = h.emulator.job(&next.job_id).unwrap();
     assert_eq!(snapshot.state, JobState::Succeeded);
-    assert_eq!(snapshot.results_received, 2);
+    assert_eq!(snapshot.results_received, 1);
     let bodies: Vec<_> = common::received(&h.emulator, "PutJobSuccessResult")
         .into_iter()
         .map(|r| r.body)

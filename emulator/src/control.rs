@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use crate::faults::{Fault, FaultKind};
 use crate::model::model;
-use crate::server::{HttpResponse, Shared, json_response};
+use crate::response::{HttpResponse, json_response};
+use crate::shared::Shared;
 use crate::state::{ActionTypeId, Job, JobKind, NewJob};
 
 const CONTENT_TYPE: &str = "application/json";

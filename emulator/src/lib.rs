@@ -18,6 +18,7 @@
 //! emu.inject_fault(Fault::for_operation("PutJobSuccessResult", FaultKind::Throttle, 1));
 //! // ... point the SDK at emu.endpoint_url() with DEV_ACCESS_KEY_ID / DEV_SECRET_ACCESS_KEY ...
 //! assert!(emu.job(&job.job_id).is_some());
+//! // Dropping the last handle stops the server; `shutdown` also waits for it.
 //! emu.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -85,16 +86,16 @@
 //!
 //! States ([`JobState`]): new jobs are `Queued`; a poll makes them
 //! `Dispatched` with a fresh nonce (a UUID); acknowledging with that nonce
-//! makes them `InProgress`; a final success makes them `Succeeded`, a failure
+//! makes them `InProgress`; a success result makes them `Succeeded`, a failure
 //! result `Failed`. Results are accepted for `Queued`, `Dispatched` and
 //! `InProgress` jobs, so a job can be completed without polling it; results
 //! for `Succeeded` / `Failed` jobs are rejected with `InvalidJobStateException`.
 //! Dispatched jobs are never handed out again (no dispatch timeouts).
 //!
-//! **Continuations.** A success result with `continuationToken` keeps the job
-//! open (its state becomes `InProgress`, it accepts further results, and
-//! [`JobSnapshot::continuation_token`] records the token) *and* queues a
-//! continuation job: a new id, the same kind, action type, pipeline context,
+//! **Continuations.** A success result with `continuationToken` closes the
+//! job, as CodePipeline does (`Succeeded`; a further result answers
+//! `InvalidJobStateException`; [`JobSnapshot::continuation_token`] records the
+//! token), and queues a continuation job, in which the action goes on: a new id, the same kind, action type, pipeline context,
 //! configuration and artifacts, fresh artifact credentials,
 //! `data.continuationToken` set to the token, state `Queued`, and for partner
 //! jobs the same client id and client token. [`JobSnapshot::continuation_of`]
@@ -128,8 +129,7 @@
 //! no heartbeats, no IAM (any request signed with the configured key is
 //! allowed), a single account and region, no presigned (query-string) SigV4,
 //! no `x-amz-content-sha256` handling beyond signing it as a header, no real
-//! throttling (only injected), no HTTP/2 or TLS. Unlike AWS, a continuation
-//! result keeps the original job open (see above). Error messages are
+//! throttling (only injected), no HTTP/2 or TLS. Error messages are
 //! AWS-like, not byte-identical to AWS.
 //!
 //! # Control API
@@ -175,7 +175,9 @@ mod faults;
 mod model;
 mod operations;
 mod recording;
+mod response;
 mod server;
+mod shared;
 pub mod sigv4;
 mod state;
 
@@ -221,9 +223,21 @@ impl Default for EmulatorConfig {
 }
 
 /// A running emulator. Cheap to clone; all clones share one server and state.
+/// The server stops when the last clone is dropped (or at
+/// [`Emulator::shutdown`], which also waits for it).
 #[derive(Clone)]
 pub struct Emulator {
-    shared: Arc<server::Shared>,
+    shared: Arc<shared::Shared>,
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+/// Held by every clone of an [`Emulator`]; the last one out stops the server.
+struct StopOnDrop(Arc<shared::Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl std::fmt::Debug for Emulator {
@@ -238,8 +252,10 @@ impl Emulator {
     /// Binds `config.listen`, spawns the server on the current Tokio runtime and
     /// returns at once.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Emulator> {
+        let shared = server::start(config).await?;
         Ok(Emulator {
-            shared: server::start(config).await?,
+            _stop_on_drop: Arc::new(StopOnDrop(shared.clone())),
+            shared,
         })
     }
 
@@ -358,7 +374,9 @@ impl Emulator {
     }
 
     /// Stops accepting connections, lets in-flight requests finish (at most a
-    /// few seconds), and closes all connections. Idempotent.
+    /// few seconds), and closes all connections, then returns. Idempotent.
+    /// Dropping the last clone stops the server the same way, in the
+    /// background.
     pub async fn shutdown(&self) {
         self.shared.shutdown().await;
     }

@@ -420,20 +420,18 @@ fn acknowledge(job: &mut Job, nonce: &str) -> Result<Value, AwsError> {
     Ok(json!({"status": "InProgress"}))
 }
 
-/// A continuation keeps the job open (and `InProgress`) and queues a
-/// continuation job carrying the token; a final success closes the job.
+/// A success result closes the job. With a continuation token it also queues
+/// a continuation job carrying the token, as CodePipeline does: the action
+/// goes on in that new job, not in this one.
 fn record_success(jobs: &mut JobStore, job_id: &str, continuation_token: Option<String>) {
     let Some(job) = jobs.get_mut(job_id) else {
         return;
     };
     job.results_received += 1;
-    match continuation_token {
-        Some(token) => {
-            job.state = JobState::InProgress;
-            job.continuation_token = Some(token.clone());
-            jobs.create_continuation(job_id, &token);
-        }
-        None => job.state = JobState::Succeeded,
+    job.state = JobState::Succeeded;
+    if let Some(token) = continuation_token {
+        job.continuation_token = Some(token.clone());
+        jobs.create_continuation(job_id, &token);
     }
 }
 
@@ -473,6 +471,14 @@ mod tests {
             err_type(put(&mut jobs, json!({"jobId": third.job_id}))),
             "JobNotFoundException"
         );
+        assert_eq!(
+            err_type(put(
+                &mut jobs,
+                json!({"jobId": job.job_id, "continuationToken": "t0", "outputVariables": {"a": "b"}})
+            )),
+            "ValidationException"
+        );
+        // A continuation closes the job, and the action goes on in a new one.
         put(
             &mut jobs,
             json!({"jobId": job.job_id, "continuationToken": "t1"}),
@@ -481,29 +487,27 @@ mod tests {
         let snap = jobs.get(&job.job_id).unwrap().snapshot();
         assert_eq!(
             (snap.state, snap.results_received),
-            (JobState::InProgress, 1)
+            (JobState::Succeeded, 1)
         );
         assert_eq!(snap.continuation_token.as_deref(), Some("t1"));
         assert_eq!(
-            err_type(put(
-                &mut jobs,
-                json!({"jobId": job.job_id, "continuationToken": "t2", "outputVariables": {"a": "b"}})
-            )),
-            "ValidationException"
-        );
-        put(
-            &mut jobs,
-            json!({"jobId": job.job_id, "outputVariables": {"a": "b"}}),
-        )
-        .unwrap();
-        let snap = jobs.get(&job.job_id).unwrap().snapshot();
-        assert_eq!(
-            (snap.state, snap.results_received),
-            (JobState::Succeeded, 2)
-        );
-        assert_eq!(
             err_type(put(&mut jobs, json!({"jobId": job.job_id}))),
             "InvalidJobStateException"
+        );
+        let continuation = jobs
+            .iter()
+            .find(|j| j.continuation_of.as_deref() == Some(job.job_id.as_str()))
+            .map(|j| j.id.clone())
+            .expect("a continuation job");
+        put(
+            &mut jobs,
+            json!({"jobId": continuation, "outputVariables": {"a": "b"}}),
+        )
+        .unwrap();
+        let snap = jobs.get(&continuation).unwrap().snapshot();
+        assert_eq!(
+            (snap.state, snap.results_received),
+            (JobState::Succeeded, 1)
         );
     }
 

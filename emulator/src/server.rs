@@ -1,15 +1,16 @@
-//! The HTTP server: accept loop, connection handling, routing, and the AWS
-//! request pipeline (auth → protocol checks → model validation → faults →
-//! operation → response), with request recording.
+//! The HTTP server: accept loop, connection handling, routing (the control
+//! API to `control.rs`), and the AWS request pipeline (auth → protocol checks
+//! → model validation → faults → operation → response), with request
+//! recording. It depends on `control.rs`, never the reverse: what both need
+//! lives in `shared.rs` and `response.rs`.
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -17,62 +18,24 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::EmulatorConfig;
-use crate::faults::{FaultKind, FaultQueue};
+use crate::faults::FaultKind;
 use crate::model::model;
 use crate::operations::{self, AwsError};
-use crate::recording::{RecordedRequest, RequestLog};
+use crate::recording::RecordedRequest;
+use crate::response::{HttpResponse, json_response};
+use crate::shared::{Shared, World};
 use crate::sigv4;
 use crate::state::JobStore;
 
 /// Largest request body accepted (AWS JSON requests of these operations are far smaller).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// How long `shutdown` waits for in-flight requests before dropping them.
+/// How long a stopping server waits for in-flight requests before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const SERVICE: &str = "codepipeline";
 const AWS_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
-
-/// Everything mutable, behind one mutex (never held across an await).
-#[derive(Default)]
-pub(crate) struct World {
-    pub jobs: JobStore,
-    pub requests: RequestLog,
-    pub faults: FaultQueue,
-}
-
-/// State shared by the handle, the accept loop and all connections.
-pub(crate) struct Shared {
-    pub config: EmulatorConfig,
-    pub local_addr: SocketAddr,
-    world: Mutex<World>,
-    stop: watch::Sender<bool>,
-    accept_task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Shared {
-    pub fn world(&self) -> MutexGuard<'_, World> {
-        // A panic while holding the lock cannot leave World inconsistent in a
-        // way that matters for a test double; keep serving.
-        self.world.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Stops accepting, lets in-flight requests finish (bounded), closes connections.
-    pub async fn shutdown(&self) {
-        self.stop.send_replace(true);
-        let task = self
-            .accept_task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-}
 
 /// Binds and spawns the accept loop.
 pub(crate) async fn start(config: EmulatorConfig) -> io::Result<Arc<Shared>> {
@@ -83,15 +46,9 @@ pub(crate) async fn start(config: EmulatorConfig) -> io::Result<Arc<Shared>> {
         jobs: JobStore::new(&config.region),
         ..World::default()
     };
-    let shared = Arc::new(Shared {
-        config,
-        local_addr,
-        world: Mutex::new(world),
-        stop,
-        accept_task: Mutex::new(None),
-    });
+    let shared = Arc::new(Shared::new(config, local_addr, world, stop));
     let task = tokio::spawn(accept_loop(shared.clone(), listener, stop_rx));
-    *shared.accept_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    shared.set_accept_task(task);
     tracing::debug!(%local_addr, "codepipeline emulator listening");
     Ok(shared)
 }
@@ -376,21 +333,4 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default()
-}
-
-pub(crate) fn json_response(
-    status: StatusCode,
-    body: &Value,
-    content_type: &str,
-    request_id: Option<&str>,
-) -> HttpResponse {
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type);
-    if let Some(id) = request_id {
-        builder = builder.header("x-amzn-RequestId", id);
-    }
-    builder
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("static response parts are valid")
 }

@@ -97,20 +97,20 @@ impl JobKind {
 ///
 /// `Queued` → (`PollForJobs` / `PollForThirdPartyJobs`) → `Dispatched` →
 /// (`AcknowledgeJob` / `AcknowledgeThirdPartyJob` with the dispatch nonce) →
-/// `InProgress` → (final success or failure result) → `Succeeded` / `Failed`.
-/// Results are accepted in `Queued`, `Dispatched` and `InProgress` (a
-/// continuation result moves the job to `InProgress`); after a final result
-/// every further result is rejected with `InvalidJobStateException`.
+/// `InProgress` → (success or failure result) → `Succeeded` / `Failed`.
+/// Results are accepted in `Queued`, `Dispatched` and `InProgress`; after a
+/// result every further result is rejected with `InvalidJobStateException`.
+/// A success with a continuation token also closes the job: the action goes
+/// on in the continuation job it queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum JobState {
     /// Created and waiting to be polled.
     Queued,
     /// Handed out by a poll with a nonce; waiting to be acknowledged.
     Dispatched,
-    /// Acknowledged by a worker (or a continuation result was received);
-    /// results are accepted.
+    /// Acknowledged by a worker; results are accepted.
     InProgress,
-    /// A final success result was received.
+    /// A success result was received (with or without a continuation token).
     Succeeded,
     /// A failure result was received.
     Failed,

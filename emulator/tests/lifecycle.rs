@@ -281,7 +281,6 @@ async fn poll_for_jobs_returns_every_field_and_dispatches_once() {
             .is_empty()
     );
     assert_eq!(state(&emu, &job.job_id), JobState::Dispatched);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -304,7 +303,6 @@ async fn artifact_credentials_are_fresh_per_job() {
         db["pipelineContext"]["pipelineExecutionId"]
     );
     assert!(emu.job_data(UNKNOWN_JOB).is_none());
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -410,7 +408,6 @@ async fn poll_errors_and_registration() {
             .await
             .is_empty()
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -464,7 +461,6 @@ async fn max_batch_size_oldest_first_and_exact_type() {
         partners[1..3].to_vec()
     );
     assert!(poll_partner(&c, &pt, None).await.is_empty());
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -527,7 +523,6 @@ async fn query_param_filters_on_configuration() {
         ids(&poll(&c, &ActionTypeId::default_custom(), Some(10)).await),
         vec![none]
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -581,7 +576,6 @@ async fn acknowledge_job_rules() {
     let err = ack(&job.job_id, &nonce).await.unwrap_err();
     assert_eq!(code(&err), "InvalidNonceException");
     assert_eq!(state(&emu, &job.job_id), JobState::Succeeded);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -631,7 +625,6 @@ async fn get_job_details_every_field_and_errors() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "JobNotFoundException");
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -704,7 +697,6 @@ async fn put_job_failure_result_rules() {
     assert_eq!(code(&err), "InvalidJobStateException");
     assert_eq!(emu.job(&done.job_id).unwrap().failure, None);
     assert_eq!(state(&emu, &job.job_id), JobState::Failed);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -733,7 +725,6 @@ async fn poll_for_third_party_jobs_every_field() {
             .await
             .is_empty()
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -784,7 +775,6 @@ async fn get_third_party_job_details_every_field_and_errors() {
             .unwrap()
             .is_invalid_client_token_exception()
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -833,7 +823,6 @@ async fn acknowledge_third_party_job_rules() {
             .await
             .is_empty()
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -879,7 +868,6 @@ async fn put_third_party_job_failure_result_rules() {
     // The token check comes before the state check.
     let err = fail(&job.job_id, "wrong-token").await.unwrap_err();
     assert_eq!(code(&err), "InvalidClientTokenException");
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -916,7 +904,8 @@ async fn custom_lifecycle_with_a_continuation() {
     let first_data = emu.job_data(&job.job_id).unwrap();
     assert_data_eq!(details.job_details().unwrap().data().unwrap(), &first_data);
 
-    // A continuation result keeps the job open and queues a continuation job.
+    // A continuation result closes the job, as CodePipeline does, and
+    // queues a continuation job in which the action goes on.
     c.put_job_success_result()
         .job_id(&job.job_id)
         .continuation_token("build-42/phase-2")
@@ -924,7 +913,7 @@ async fn custom_lifecycle_with_a_continuation() {
         .await
         .unwrap();
     let snap = emu.job(&job.job_id).unwrap();
-    assert_eq!(snap.state, JobState::InProgress);
+    assert_eq!(snap.state, JobState::Succeeded);
     assert_eq!(snap.continuation_token.as_deref(), Some("build-42/phase-2"));
     assert_eq!(snap.continuation_of, None);
 
@@ -978,7 +967,6 @@ async fn custom_lifecycle_with_a_continuation() {
     assert!(poll(&c, &t, Some(10)).await.is_empty());
     let all: Vec<_> = emu.jobs().into_iter().map(|j| j.job_id).collect();
     assert_eq!(all, vec![job.job_id.clone(), cont_id]);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -1008,7 +996,6 @@ async fn custom_lifecycle_ending_in_failure() {
     assert_eq!(snap.failure.unwrap().message, "tests failed");
     // No continuation job for failures.
     assert_eq!(emu.jobs().len(), 1);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -1049,7 +1036,7 @@ async fn partner_lifecycle_with_a_continuation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(state(&emu, &job.job_id), JobState::InProgress);
+    assert_eq!(state(&emu, &job.job_id), JobState::Succeeded);
 
     // The continuation job belongs to the same partner client.
     let polled = poll_partner(&c, &t, Some(10)).await;
@@ -1089,16 +1076,16 @@ async fn partner_lifecycle_with_a_continuation() {
         .await
         .unwrap();
     assert_eq!(state(&emu, &cont_id), JobState::Succeeded);
-    // The original job is still open (as before continuations queued jobs).
-    c.put_third_party_job_success_result()
+    // The original job was closed by its continuation result.
+    let again = c
+        .put_third_party_job_success_result()
         .job_id(&job.job_id)
         .client_token(&token)
         .send()
         .await
-        .unwrap();
-    assert_eq!(state(&emu, &job.job_id), JobState::Succeeded);
+        .unwrap_err();
+    assert_eq!(code(&again), "InvalidJobStateException");
     assert!(poll_partner(&c, &t, Some(10)).await.is_empty());
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -1148,7 +1135,6 @@ async fn partner_lifecycle_ending_in_failure() {
             external_execution_id: Some("deploy-3".to_owned()),
         })
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]

@@ -75,7 +75,6 @@ async fn put_job_success_result_with_every_field() {
     let as_json = serde_json::to_value(r).unwrap();
     assert_eq!(as_json["signatureValid"], json!(true));
     assert_eq!(as_json["errorType"], json!(null));
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -112,21 +111,23 @@ async fn put_third_party_job_success_result_with_every_field() {
     let snap = emu.job(&job.job_id).unwrap();
     assert_eq!(
         (snap.state, snap.results_received),
-        (JobState::InProgress, 1)
+        (JobState::Succeeded, 1)
     );
     assert_eq!(snap.continuation_token.as_deref(), Some("cont-1"));
 
+    // The action goes on in the continuation job.
+    let continuation = continuation_of(&emu, &job.job_id);
     c.put_third_party_job_success_result()
-        .job_id(&job.job_id)
+        .job_id(&continuation)
         .client_token(&token)
         .execution_details(details(100))
         .send()
         .await
         .expect("final success");
-    let snap = emu.job(&job.job_id).unwrap();
+    let snap = emu.job(&continuation).unwrap();
     assert_eq!(
         (snap.state, snap.results_received),
-        (JobState::Succeeded, 2)
+        (JobState::Succeeded, 1)
     );
 
     let recorded = emu.requests_for("PutThirdPartyJobSuccessResult");
@@ -152,7 +153,6 @@ async fn put_third_party_job_success_result_with_every_field() {
             "executionDetails": {"summary": "built", "externalExecutionId": "build-42", "percentComplete": 50}
         })
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -224,30 +224,50 @@ async fn job_state_rules() {
     let ids: std::collections::HashSet<_> =
         emu.requests().into_iter().map(|r| r.request_id).collect();
     assert_eq!(ids.len(), 6);
-    emu.shutdown().await;
+}
+
+/// The continuation job queued by a continuation result on `job_id`.
+fn continuation_of(emu: &codepipeline_emulator::Emulator, job_id: &str) -> String {
+    emu.jobs()
+        .into_iter()
+        .find(|j| j.continuation_of.as_deref() == Some(job_id))
+        .map(|j| j.job_id)
+        .expect("a continuation job")
 }
 
 #[tokio::test]
-async fn continuation_tokens_keep_the_job_open() {
+async fn a_continuation_closes_the_job_and_the_action_goes_on_in_a_new_one() {
     let emu = emulator().await;
     let c = client(&emu);
-    let job = emu.create_custom_job();
+    let mut job_id = emu.create_custom_job().job_id;
     for (i, token) in ["t1", "t2"].into_iter().enumerate() {
         c.put_job_success_result()
-            .job_id(&job.job_id)
+            .job_id(&job_id)
             .continuation_token(token)
             .execution_details(details(10 * (i as i32 + 1)))
             .send()
             .await
             .unwrap();
-        let snap = emu.job(&job.job_id).unwrap();
-        assert_eq!(snap.state, JobState::InProgress);
-        assert_eq!(snap.results_received, i as u32 + 1);
+        let snap = emu.job(&job_id).unwrap();
+        assert_eq!(snap.state, JobState::Succeeded);
+        assert_eq!(snap.results_received, 1);
         assert_eq!(snap.continuation_token.as_deref(), Some(token));
+        let err = c
+            .put_job_success_result()
+            .job_id(&job_id)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err), "InvalidJobStateException");
+        job_id = continuation_of(&emu, &job_id);
+        assert_eq!(
+            emu.job_data(&job_id).unwrap()["continuationToken"],
+            serde_json::json!(token)
+        );
     }
     let err = c
         .put_job_success_result()
-        .job_id(&job.job_id)
+        .job_id(&job_id)
         .continuation_token("t3")
         .output_variables("k", "v")
         .send()
@@ -255,20 +275,20 @@ async fn continuation_tokens_keep_the_job_open() {
         .unwrap_err();
     assert_eq!(code(&err), "ValidationException");
     assert!(err.as_service_error().unwrap().is_validation_exception());
-    assert_eq!(emu.job(&job.job_id).unwrap().results_received, 2);
+    assert_eq!(emu.job(&job_id).unwrap().results_received, 0);
 
     c.put_job_success_result()
-        .job_id(&job.job_id)
+        .job_id(&job_id)
         .output_variables("k", "v")
         .send()
         .await
         .unwrap();
-    let snap = emu.job(&job.job_id).unwrap();
+    let snap = emu.job(&job_id).unwrap();
     assert_eq!(
         (snap.state, snap.results_received),
-        (JobState::Succeeded, 3)
+        (JobState::Succeeded, 1)
     );
-    emu.shutdown().await;
+    assert_eq!(emu.jobs().len(), 3);
 }
 
 #[tokio::test]
@@ -305,7 +325,6 @@ async fn output_variables_size_limit() {
         .await
         .expect("122880 bytes is within the limit");
     assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::Succeeded);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -368,7 +387,6 @@ async fn model_validation_through_the_sdk() {
             .iter()
             .all(|r| r.status == 400 && r.error_type.as_deref() == Some("ValidationException"))
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -442,7 +460,6 @@ async fn authentication() {
         .await
         .expect("good credentials pass");
     assert!(emu.requests().last().unwrap().signature_valid);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -471,7 +488,6 @@ async fn custom_credentials_and_region_in_config() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "UnrecognizedClientException");
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -533,7 +549,6 @@ async fn throttle_server_error_and_custom_error_faults() {
             None
         ]
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -585,11 +600,10 @@ async fn faults_match_operation_count_and_wait_for_valid_requests() {
     emu.inject_fault(Fault::once(FaultKind::Throttle));
     emu.clear_faults();
     c.put_job_success_result()
-        .job_id(&custom.job_id)
+        .job_id(continuation_of(&emu, &custom.job_id))
         .send()
         .await
         .unwrap();
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -608,7 +622,6 @@ async fn delay_fault_delays_then_applies() {
     assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::Succeeded);
     let r = emu.requests().pop().unwrap();
     assert_eq!((r.status, r.fault.as_deref()), (200, Some("delay(300ms)")));
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -642,7 +655,6 @@ async fn delayed_request_keeps_its_arrival_position() {
         bodies,
         vec![(json!(slow_job.job_id), 200), (json!(fast_job.job_id), 200)]
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -676,7 +688,6 @@ async fn reset_before_apply_is_a_transport_error_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(emu.job(&job.job_id).unwrap().state, JobState::Succeeded);
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -712,7 +723,6 @@ async fn reset_after_apply_leaves_the_job_succeeded() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "InvalidJobStateException");
-    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -738,7 +748,32 @@ async fn many_concurrent_clients() {
     assert_eq!(emu.requests().len(), 64);
     emu.clear_requests();
     assert!(emu.requests().is_empty());
-    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_stops_the_server() {
+    let emu = emulator().await;
+    let addr = emu.local_addr();
+    let clone = emu.clone();
+    drop(emu);
+    // A remaining clone keeps it serving.
+    let job = clone.create_custom_job();
+    client(&clone)
+        .put_job_success_result()
+        .job_id(&job.job_id)
+        .send()
+        .await
+        .unwrap();
+    drop(clone);
+    // The server stops in the background: wait for it, within bounds.
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "still listening after the last handle was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -14,9 +14,11 @@
 //   with `--once`, after `--idle-timeout` seconds without a job, or on
 //   SIGTERM/SIGINT (after the job in hand).
 // * As a reporter for jobs whose ids it is given (`--job-id`, and
-//   `--partner-job-id` with `--client-token`): a custom job is reported
-//   twice, first a success with a continuation token (the action goes on, 0%
-//   done), then the final success with output variables; a partner job once.
+//   `--partner-job-id` with `--client-token`): a custom job gets a success
+//   with a continuation token (the action goes on, 0% done; CodePipeline
+//   closes the job and hands the token back in a continuation job), or, given
+//   `--continuation-token` (the job brought one back), the final success with
+//   output variables; a partner job gets a success.
 //
 // Every call has a deadline. Only UNAVAILABLE and RESOURCE_EXHAUSTED are
 // retried (the gateway has already retried AWS throttling and 5xx itself),
@@ -468,8 +470,9 @@ async function reportGivenJobs(client, args, policy) {
     report(label, client, method, request, { deadline: args.deadline, policy });
   try {
     if (args.jobId && !args.continuationToken) {
-      // Phase 1: the action has started and is not done yet. The continuation
-      // token comes back with the job's next run.
+      // Phase 1: the action has started and is not done yet. This closes the
+      // job; CodePipeline hands the token back in a new (continuation) job,
+      // reported on with --continuation-token.
       const label = `PutJobSuccessResult ${args.jobId} continuation`;
       printOutcome(
         label,
@@ -483,9 +486,9 @@ async function reportGivenJobs(client, args, policy) {
           },
         }),
       );
-    }
-    if (args.jobId) {
-      // Phase 2: the final result, with output variables for later actions.
+    } else if (args.jobId) {
+      // Phase 2, on the job that brought the token back: the final result,
+      // with output variables for later actions.
       const label = `PutJobSuccessResult ${args.jobId} final`;
       printOutcome(
         label,

@@ -14,9 +14,11 @@ It runs in one of two ways:
   `--idle-timeout` seconds without a job, or on SIGTERM/SIGINT (after the job
   in hand).
 * As a reporter for jobs whose ids it is given (`--job-id`, and
-  `--partner-job-id` with `--client-token`): a custom job is reported twice,
-  first a success with a continuation token (the action goes on, 0% done),
-  then the final success with output variables; a partner job once.
+  `--partner-job-id` with `--client-token`): a custom job gets a success with
+  a continuation token (the action goes on, 0% done; CodePipeline closes the
+  job and hands the token back in a continuation job), or, given
+  `--continuation-token` (the job brought one back), the final success with
+  output variables; a partner job gets a success.
 
 Every call has a deadline. Only UNAVAILABLE and RESOURCE_EXHAUSTED are retried
 (the gateway has already retried AWS throttling and 5xx itself), waiting at
@@ -476,8 +478,9 @@ class Worker:
 def report_given_jobs(stub, args, policy: RetryPolicy) -> int:
     try:
         if args.job_id and not args.continuation_token:
-            # Phase 1: the action has started and is not done yet. The
-            # continuation token comes back with the job's next run.
+            # Phase 1: the action has started and is not done yet. This
+            # closes the job; CodePipeline hands the token back in a new
+            # (continuation) job, reported on with --continuation-token.
             label = f"PutJobSuccessResult {args.job_id} continuation"
             request = pb.PutJobSuccessResultRequest(
                 job_id=args.job_id,
@@ -491,8 +494,9 @@ def report_given_jobs(stub, args, policy: RetryPolicy) -> int:
             outcome = report(label, stub.PutJobSuccessResult, request, deadline=args.deadline, policy=policy)
             print_outcome(label, outcome)
 
-        if args.job_id:
-            # Phase 2: the final result, with output variables for later actions.
+        elif args.job_id:
+            # Phase 2, on the job that brought the token back: the final
+            # result, with output variables for later actions.
             label = f"PutJobSuccessResult {args.job_id} final"
             request = pb.PutJobSuccessResultRequest(
                 job_id=args.job_id,

@@ -154,23 +154,26 @@ def test_what_aws_received_from_the_recipes(recipe_outputs, grpcurl_env, dev):
     """The recipes' calls reached AWS as written, each exactly once."""
     job_id = grpcurl_env["JOB_ID"]
     received = dev.emulator.requests(job_id)
-    assert [(r["operation"], r["status"]) for r in received] == [
-        ("PutJobSuccessResult", 200),
-        ("PutJobSuccessResult", 200),
-    ]
+    assert [(r["operation"], r["status"]) for r in received] == [("PutJobSuccessResult", 200)]
     assert received[0]["body"] == {
         "jobId": job_id,
         "continuationToken": "phase=finish",
         "executionDetails": {"summary": "tests started", "percentComplete": 0},
     }
-    assert received[1]["body"]["outputVariables"] == {
+    # The final report went to the continuation job, as in CodePipeline.
+    (resumed,) = [j for j in dev.emulator.jobs() if j.get("continuationOf") == job_id]
+    assert resumed["data"]["continuationToken"] == "phase=finish"
+    final = dev.emulator.requests(resumed["jobId"])
+    assert [(r["operation"], r["status"]) for r in final] == [("PutJobSuccessResult", 200)]
+    assert final[0]["body"]["outputVariables"] == {
         "IMAGE_TAG": "v1.4.2",
         "REPORT_URL": "https://ci.example.com/build/42",
     }
-    assert received[1]["body"]["currentRevision"] == {
+    assert final[0]["body"]["currentRevision"] == {
         "revision": "3f2a9c1",
         "changeIdentifier": "build-42",
     }
+    assert dev.emulator.job(resumed["jobId"])["state"] == "Succeeded"
     partner = dev.emulator.requests(grpcurl_env["PARTNER_JOB_ID"])
     assert [(r["operation"], r["status"]) for r in partner] == [
         ("PutThirdPartyJobSuccessResult", 200)
