@@ -36,6 +36,18 @@ pub struct ClientTokens {
     jobs: Mutex<JobClients>,
 }
 
+/// What one look at the file did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+    /// The file changed but cannot be used; the last good map stays.
+    /// `warned` is false when this same change was already warned about.
+    Refused {
+        warned: bool,
+    },
+}
+
 #[derive(PartialEq)]
 enum Refused {
     Unreadable(String),
@@ -102,35 +114,37 @@ impl ClientTokens {
         })
     }
 
-    /// Re-reads the file if its content changed. Returns whether the map
-    /// changed. A refused change is warned about once.
-    pub fn reload(&self) -> bool {
+    /// Re-reads the file if its content changed. A refused change is
+    /// warned about once, not on every tick until the file changes again.
+    pub fn reload(&self) -> Reload {
         let raw = match std::fs::read(&self.path) {
             Ok(raw) => raw,
             Err(error) => {
                 let error = error.to_string();
-                if self.refuse_again(Refused::Unreadable(error.clone())) {
+                let warned = self.refuse_again(Refused::Unreadable(error.clone()));
+                if warned {
                     tracing::warn!(path = %self.path.display(), %error, "cannot re-read the client-token file; keeping the last good map");
                 }
-                return false;
+                return Reload::Refused { warned };
             }
         };
         if self.tokens.read().expect("lock").raw == raw {
             *self.refused.lock().expect("lock") = None;
-            return false;
+            return Reload::Unchanged;
         }
         match parse(&raw, &self.path) {
             Ok(tokens) => {
                 tracing::info!(path = %self.path.display(), clients = tokens.len(), "client-token map reloaded");
                 *self.tokens.write().expect("lock") = Arc::new(TokenFile { raw, tokens });
                 *self.refused.lock().expect("lock") = None;
-                true
+                Reload::Reloaded
             }
             Err(problem) => {
-                if self.refuse_again(Refused::Broken(raw)) {
+                let warned = self.refuse_again(Refused::Broken(raw));
+                if warned {
                     tracing::warn!(%problem, "refusing the changed client-token file; keeping the last good map");
                 }
-                false
+                Reload::Refused { warned }
             }
         }
     }
@@ -351,29 +365,36 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_change_is_refused_once_until_the_file_changes_again() {
+    fn a_refused_change_is_warned_about_once_until_the_file_changes_again() {
         let (_dir, path) = file(r#"{"client-a": "token-a"}"#);
         let map = ClientTokens::load(&path).unwrap();
         std::fs::write(&path, "{broken").unwrap();
-        assert!(!map.reload());
-        assert!(map.refused.lock().unwrap().is_some());
-        assert!(!map.refuse_again(Refused::Broken(b"{broken".to_vec())));
-        assert!(map.refuse_again(Refused::Broken(b"{other".to_vec())));
+        assert_eq!(map.reload(), Reload::Refused { warned: true });
+        assert_eq!(map.reload(), Reload::Refused { warned: false });
+        assert_eq!(map.reload(), Reload::Refused { warned: false });
+        std::fs::write(&path, "{broken again").unwrap();
+        assert_eq!(map.reload(), Reload::Refused { warned: true });
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(map.reload(), Reload::Refused { warned: true });
+        assert_eq!(map.reload(), Reload::Refused { warned: false });
         std::fs::write(&path, r#"{"client-a": "token-a3"}"#).unwrap();
-        assert!(map.reload());
-        assert!(map.refused.lock().unwrap().is_none());
+        assert_eq!(map.reload(), Reload::Reloaded);
+        assert_eq!(map.token_for("j", "client-a").as_deref(), Some("token-a3"));
+        // After a good version, the same broken content is news again.
+        std::fs::write(&path, "{broken").unwrap();
+        assert_eq!(map.reload(), Reload::Refused { warned: true });
     }
 
     #[test]
     fn reload_picks_up_changes_and_keeps_the_last_good_map() {
         let (_dir, path) = file(r#"{"client-a": "token-a"}"#);
         let map = ClientTokens::load(&path).unwrap();
-        assert!(!map.reload(), "unchanged");
+        assert_eq!(map.reload(), Reload::Unchanged);
         std::fs::write(&path, r#"{"client-a": "token-a2"}"#).unwrap();
-        assert!(map.reload());
+        assert_eq!(map.reload(), Reload::Reloaded);
         assert_eq!(map.token_for("j", "client-a").as_deref(), Some("token-a2"));
         std::fs::write(&path, r#"{"client-a": "#).unwrap();
-        assert!(!map.reload());
+        assert!(matches!(map.reload(), Reload::Refused { .. }));
         assert_eq!(map.token_for("j", "client-a").as_deref(), Some("token-a2"));
     }
 

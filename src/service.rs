@@ -132,36 +132,26 @@ impl JobWorker {
                 let code = code_name(status.code());
                 let aws_error_code = aws.and_then(|a| a.code.as_deref()).unwrap_or("");
                 let aws_request_id = aws.and_then(|a| a.request_id.as_deref()).unwrap_or("");
+                // The same fields at the level the outcome deserves.
+                macro_rules! line {
+                    ($level:ident $(, $cause:expr)?) => {
+                        tracing::$level!(
+                            method, code, job_id, attempts, latency_ms, aws_error_code,
+                            aws_request_id, $(cause = %$cause,)? "call finished"
+                        )
+                    };
+                }
                 match status.code() {
                     // The operator must act: the cause goes to the log, which
                     // only ever holds AWS's own words, never request values.
-                    Code::Internal => tracing::error!(
-                        method, code, job_id, attempts, latency_ms, aws_error_code, aws_request_id,
-                        cause = %error.as_ref().map(ToString::to_string).unwrap_or_default(),
-                        "call finished"
+                    Code::Internal => line!(
+                        error,
+                        error.as_ref().map(ToString::to_string).unwrap_or_default()
                     ),
                     Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
-                        tracing::warn!(
-                            method,
-                            code,
-                            job_id,
-                            attempts,
-                            latency_ms,
-                            aws_error_code,
-                            aws_request_id,
-                            "call finished"
-                        )
+                        line!(warn)
                     }
-                    _ => tracing::info!(
-                        method,
-                        code,
-                        job_id,
-                        attempts,
-                        latency_ms,
-                        aws_error_code,
-                        aws_request_id,
-                        "call finished"
-                    ),
+                    _ => line!(info),
                 }
                 self.metrics
                     .record_call(method, status.code(), latency.as_secs_f64(), attempts);

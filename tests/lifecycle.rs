@@ -627,6 +627,45 @@ async fn polls_are_retried_through_throttling_and_honour_query_params() {
 }
 
 #[tokio::test]
+async fn compute_actions_are_polled_and_their_category_round_trips() {
+    let mut h = common::start().await;
+    let job = h.emulator.create_job(NewJob {
+        action_type_id: Some(EmuActionTypeId::new(
+            "Compute",
+            "Custom",
+            "CpgwCompute",
+            "1",
+        )),
+        ..NewJob::default()
+    });
+    let compute = v1::ActionTypeId {
+        category: ActionCategory::Compute.into(),
+        owner: ActionOwner::Custom.into(),
+        provider: "CpgwCompute".into(),
+        version: "1".into(),
+    };
+    let jobs = h
+        .client
+        .poll_for_jobs(v1::PollForJobsRequest {
+            action_type_id: Some(compute.clone()),
+            max_batch_size: Some(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, job.job_id);
+    let data = jobs[0].data.as_ref().unwrap();
+    assert_eq!(data.action_type_id.as_ref(), Some(&compute));
+    assert_eq!(
+        h.emulator.requests_for("PollForJobs")[0].body["actionTypeId"]["category"],
+        "Compute"
+    );
+}
+
+#[tokio::test]
 async fn invalid_lifecycle_requests_never_reach_aws() {
     let mut h = common::start().await;
     let mut no_owner = custom_type();
