@@ -14,51 +14,23 @@
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    path::Path,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use crate::{
     operation::Resolve,
     validation::{FieldViolation, InvalidRequest},
+    watched_file::{Reload, WatchedFile},
 };
 
 /// How many job → client assignments are remembered (oldest forgotten first).
 const REMEMBERED_JOBS: usize = 50_000;
 
 pub struct ClientTokens {
-    path: PathBuf,
-    tokens: RwLock<Arc<TokenFile>>,
-    /// The last change that was refused, so that it is warned about once,
-    /// not on every reload tick.
-    refused: Mutex<Option<Refused>>,
+    tokens: Arc<WatchedFile<HashMap<String, String>>>,
     jobs: Mutex<JobClients>,
-}
-
-/// What one look at the file did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reload {
-    Unchanged,
-    Reloaded,
-    /// The file changed but cannot be used; the last good map stays.
-    /// `warned` is false when this same change was already warned about.
-    Refused {
-        warned: bool,
-    },
-}
-
-#[derive(PartialEq)]
-enum Refused {
-    Unreadable(String),
-    Broken(Vec<u8>),
-}
-
-/// One parsed version of the file; `raw` tells whether it changed.
-#[derive(PartialEq)]
-struct TokenFile {
-    raw: Vec<u8>,
-    tokens: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -102,77 +74,22 @@ fn parse(raw: &[u8], path: &Path) -> Result<HashMap<String, String>, String> {
 impl ClientTokens {
     /// Reads the file once; a missing or broken file stops start-up.
     pub fn load(path: &Path) -> Result<ClientTokens, String> {
-        let raw = std::fs::read(path)
-            .map_err(|e| format!("cannot read the client-token file {}: {e}", path.display()))?;
-        let tokens = parse(&raw, path)?;
-        tracing::info!(path = %path.display(), clients = tokens.len(), "client-token map loaded");
+        let tokens = WatchedFile::load("client-token file", path, parse)?;
+        tracing::info!(clients = tokens.get().len(), "client-token map loaded");
         Ok(ClientTokens {
-            path: path.to_owned(),
-            tokens: RwLock::new(Arc::new(TokenFile { raw, tokens })),
-            refused: Mutex::new(None),
+            tokens: Arc::new(tokens),
             jobs: Mutex::new(JobClients::default()),
         })
     }
 
-    /// Re-reads the file if its content changed. A refused change is
-    /// warned about once, not on every tick until the file changes again.
+    /// Re-reads the file if its content changed (see `watched_file.rs`).
     pub fn reload(&self) -> Reload {
-        let raw = match std::fs::read(&self.path) {
-            Ok(raw) => raw,
-            Err(error) => {
-                let error = error.to_string();
-                let warned = self.refuse_again(Refused::Unreadable(error.clone()));
-                if warned {
-                    tracing::warn!(path = %self.path.display(), %error, "cannot re-read the client-token file; keeping the last good map");
-                }
-                return Reload::Refused { warned };
-            }
-        };
-        if self.tokens.read().expect("lock").raw == raw {
-            *self.refused.lock().expect("lock") = None;
-            return Reload::Unchanged;
-        }
-        match parse(&raw, &self.path) {
-            Ok(tokens) => {
-                tracing::info!(path = %self.path.display(), clients = tokens.len(), "client-token map reloaded");
-                *self.tokens.write().expect("lock") = Arc::new(TokenFile { raw, tokens });
-                *self.refused.lock().expect("lock") = None;
-                Reload::Reloaded
-            }
-            Err(problem) => {
-                let warned = self.refuse_again(Refused::Broken(raw));
-                if warned {
-                    tracing::warn!(%problem, "refusing the changed client-token file; keeping the last good map");
-                }
-                Reload::Refused { warned }
-            }
-        }
-    }
-
-    /// Records a refusal; true if it is new (and so worth a warning).
-    fn refuse_again(&self, refused: Refused) -> bool {
-        let mut last = self.refused.lock().expect("lock");
-        if last.as_ref() == Some(&refused) {
-            return false;
-        }
-        *last = Some(refused);
-        true
+        self.tokens.reload()
     }
 
     /// Re-reads the file every `interval` for as long as the map is alive.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let Some(map) = weak.upgrade() else { return };
-                // File reads block; keep them off the async workers.
-                let _ = tokio::task::spawn_blocking(move || map.reload()).await;
-            }
-        });
+    pub fn watch(&self, interval: Duration) {
+        self.tokens.watch(interval);
     }
 
     /// Remembers which client each polled job belongs to.
@@ -205,12 +122,7 @@ impl ClientTokens {
         } else {
             client_id.to_owned()
         };
-        self.tokens
-            .read()
-            .expect("lock")
-            .tokens
-            .get(&client_id)
-            .cloned()
+        self.tokens.get().get(&client_id).cloned()
     }
 }
 
@@ -290,33 +202,13 @@ impl<B> Resolve<WithToken<B>> for NeedsToken<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watched_file::tests::TempDir;
+    use std::path::PathBuf;
 
-    fn file(content: &str) -> (tempdir::Dir, PathBuf) {
-        let dir = tempdir::Dir::new();
-        let path = dir.0.join("client-tokens.json");
-        std::fs::write(&path, content).unwrap();
+    fn file(content: &str) -> (TempDir, PathBuf) {
+        let dir = TempDir::new();
+        let path = dir.file("client-tokens.json", content);
         (dir, path)
-    }
-
-    /// A throwaway directory, removed on drop (no extra crate for one test).
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                let path = std::env::temp_dir().join(format!(
-                    "cpgw-test-{}-{}",
-                    std::process::id(),
-                    rand::random::<u64>()
-                ));
-                std::fs::create_dir_all(&path).unwrap();
-                Dir(path)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     #[test]
@@ -362,27 +254,6 @@ mod tests {
         map.remember("job", "client-a");
         let by_job = TokenSource::Lookup { client_id: None };
         assert_eq!(resolved(Some(&map), by_job).as_deref(), Some("token-a"));
-    }
-
-    #[test]
-    fn a_refused_change_is_warned_about_once_until_the_file_changes_again() {
-        let (_dir, path) = file(r#"{"client-a": "token-a"}"#);
-        let map = ClientTokens::load(&path).unwrap();
-        std::fs::write(&path, "{broken").unwrap();
-        assert_eq!(map.reload(), Reload::Refused { warned: true });
-        assert_eq!(map.reload(), Reload::Refused { warned: false });
-        assert_eq!(map.reload(), Reload::Refused { warned: false });
-        std::fs::write(&path, "{broken again").unwrap();
-        assert_eq!(map.reload(), Reload::Refused { warned: true });
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(map.reload(), Reload::Refused { warned: true });
-        assert_eq!(map.reload(), Reload::Refused { warned: false });
-        std::fs::write(&path, r#"{"client-a": "token-a3"}"#).unwrap();
-        assert_eq!(map.reload(), Reload::Reloaded);
-        assert_eq!(map.token_for("j", "client-a").as_deref(), Some("token-a3"));
-        // After a good version, the same broken content is news again.
-        std::fs::write(&path, "{broken").unwrap();
-        assert_eq!(map.reload(), Reload::Refused { warned: true });
     }
 
     #[test]

@@ -32,3 +32,4 @@ mod run;
 pub mod server;
 pub mod service;
 pub mod validation;
+pub mod watched_file;

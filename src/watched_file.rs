@@ -1,0 +1,219 @@
+//! A file the operator may change while the gateway runs (a mounted Secret or
+//! ConfigMap, which Kubernetes swaps in place): read at start-up, where a
+//! missing or broken file stops the gateway, then re-read every interval.
+//! A changed file that parses replaces the value at once; one that does not
+//! is refused with one warning (not one per tick) and the last good value
+//! stays in use.
+//!
+//! Parse errors must never quote the file: it may hold secrets.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+/// Parses a file's bytes; the error names the problem, never the content.
+pub type Parse<T> = fn(&[u8], &Path) -> Result<T, String>;
+
+pub struct WatchedFile<T> {
+    /// What the file is, for logs: "client-token file", "policy file", ...
+    what: &'static str,
+    path: PathBuf,
+    parse: Parse<T>,
+    current: RwLock<Arc<Version<T>>>,
+    /// The last change that was refused, so that it is warned about once.
+    refused: Mutex<Option<Refused>>,
+}
+
+struct Version<T> {
+    raw: Vec<u8>,
+    value: Arc<T>,
+}
+
+#[derive(PartialEq)]
+enum Refused {
+    Unreadable(String),
+    Broken(Vec<u8>),
+}
+
+/// What one look at the file did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+    /// The file changed but cannot be used; the last good value stays.
+    /// `warned` is false when this same change was already warned about.
+    Refused {
+        warned: bool,
+    },
+}
+
+impl<T: Send + Sync + 'static> WatchedFile<T> {
+    /// Reads the file once; a missing or broken file is an error.
+    pub fn load(what: &'static str, path: &Path, parse: Parse<T>) -> Result<Self, String> {
+        let raw = std::fs::read(path)
+            .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+        let value = parse(&raw, path)?;
+        tracing::info!(path = %path.display(), "{what} loaded");
+        Ok(WatchedFile {
+            what,
+            path: path.to_owned(),
+            parse,
+            current: RwLock::new(Arc::new(Version {
+                raw,
+                value: Arc::new(value),
+            })),
+            refused: Mutex::new(None),
+        })
+    }
+
+    /// The value of the last good version of the file.
+    pub fn get(&self) -> Arc<T> {
+        self.current.read().expect("lock").value.clone()
+    }
+
+    /// Re-reads the file and takes it if it changed and parses.
+    pub fn reload(&self) -> Reload {
+        let what = self.what;
+        let raw = match std::fs::read(&self.path) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let error = error.to_string();
+                let warned = self.refuse_again(Refused::Unreadable(error.clone()));
+                if warned {
+                    tracing::warn!(path = %self.path.display(), %error, "cannot re-read the {what}; keeping the last good version");
+                }
+                return Reload::Refused { warned };
+            }
+        };
+        if self.current.read().expect("lock").raw == raw {
+            *self.refused.lock().expect("lock") = None;
+            return Reload::Unchanged;
+        }
+        match (self.parse)(&raw, &self.path) {
+            Ok(value) => {
+                tracing::info!(path = %self.path.display(), "{what} reloaded");
+                *self.current.write().expect("lock") = Arc::new(Version {
+                    raw,
+                    value: Arc::new(value),
+                });
+                *self.refused.lock().expect("lock") = None;
+                Reload::Reloaded
+            }
+            Err(problem) => {
+                let warned = self.refuse_again(Refused::Broken(raw));
+                if warned {
+                    tracing::warn!(%problem, "refusing the changed {what}; keeping the last good version");
+                }
+                Reload::Refused { warned }
+            }
+        }
+    }
+
+    /// Records a refusal; true if it is new (and so worth a warning).
+    fn refuse_again(&self, refused: Refused) -> bool {
+        let mut last = self.refused.lock().expect("lock");
+        if last.as_ref() == Some(&refused) {
+            return false;
+        }
+        *last = Some(refused);
+        true
+    }
+
+    /// Re-reads the file every `interval` for as long as it is in use.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(file) = weak.upgrade() else { return };
+                // File reads block; keep them off the async workers.
+                let _ = tokio::task::spawn_blocking(move || file.reload()).await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A throwaway directory, removed on drop (no extra crate for tests).
+    pub struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub fn new() -> TempDir {
+            let path = std::env::temp_dir().join(format!(
+                "cpgw-test-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+
+        /// Writes `content` to `name` in the directory.
+        pub fn file(&self, name: &str, content: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, content).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn number(raw: &[u8], _: &Path) -> Result<u32, String> {
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| "not a number".to_owned())
+    }
+
+    #[test]
+    fn a_broken_start_is_an_error_naming_the_file() {
+        let dir = TempDir::new();
+        let path = dir.file("n", "x");
+        let error = WatchedFile::load("number file", &path, number)
+            .err()
+            .unwrap();
+        assert_eq!(error, "not a number");
+        let missing = dir.0.join("missing");
+        let error = WatchedFile::load("number file", &missing, number)
+            .err()
+            .unwrap();
+        assert!(error.starts_with("cannot read the number file"), "{error}");
+    }
+
+    #[test]
+    fn a_refused_change_is_warned_about_once_until_the_file_changes_again() {
+        let dir = TempDir::new();
+        let path = dir.file("n", "1");
+        let file = WatchedFile::load("number file", &path, number).unwrap();
+        assert_eq!(file.reload(), Reload::Unchanged);
+        std::fs::write(&path, "2").unwrap();
+        assert_eq!(file.reload(), Reload::Reloaded);
+        assert_eq!(*file.get(), 2);
+        std::fs::write(&path, "broken").unwrap();
+        assert_eq!(file.reload(), Reload::Refused { warned: true });
+        assert_eq!(file.reload(), Reload::Refused { warned: false });
+        assert_eq!(*file.get(), 2, "the last good version stays");
+        std::fs::write(&path, "broken again").unwrap();
+        assert_eq!(file.reload(), Reload::Refused { warned: true });
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file.reload(), Reload::Refused { warned: true });
+        assert_eq!(file.reload(), Reload::Refused { warned: false });
+        std::fs::write(&path, "3").unwrap();
+        assert_eq!(file.reload(), Reload::Reloaded);
+        // After a good version, the same broken content is news again.
+        std::fs::write(&path, "broken").unwrap();
+        assert_eq!(file.reload(), Reload::Refused { warned: true });
+    }
+}
