@@ -13,7 +13,7 @@ use std::{
 use codepipeline_emulator::{Emulator, EmulatorConfig};
 use codepipeline_gateway::{
     aws,
-    config::Config,
+    config::{AccessSettings, Config},
     proto::v1::{
         ExecutionDetails, PutJobSuccessResultRequest,
         job_worker_service_client::JobWorkerServiceClient,
@@ -54,6 +54,7 @@ async fn main() {
         max_connection_age: None,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
+        access: AccessSettings::default(),
     };
     let gateway = Gateway::start(settings, client).await.unwrap();
     let rss_idle = rss_kib();

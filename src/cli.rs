@@ -3,7 +3,7 @@
 //! `config.rs` reads [`GatewayArgs`]; it turns them into the validated
 //! [`Config`](crate::config::Config) that the rest of the code sees.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -90,6 +90,45 @@ pub struct GatewayArgs {
     /// How often the client-token file is checked for changes.
     #[arg(long, env = "CPGW_CLIENT_TOKENS_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_tokens_reload: Duration,
+    /// Static bearer tokens: a YAML or JSON file mapping caller names to the SHA-256 (hex)
+    /// of their tokens (e.g. a mounted Secret). Off when unset.
+    #[arg(long, env = "CPGW_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Accept JWTs (e.g. Kubernetes service-account tokens) from this issuer (`iss`). Off when
+    /// unset.
+    #[arg(long, env = "CPGW_AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// Audiences a JWT must be for (`aud`; comma-separated).
+    #[arg(
+        long,
+        env = "CPGW_AUTH_JWT_AUDIENCE",
+        default_value = "codepipeline-gateway",
+        value_delimiter = ','
+    )]
+    pub auth_jwt_audience: Vec<String>,
+    /// The issuer's key set (JWKS) URL; unset: found through the issuer's OIDC discovery.
+    #[arg(long, env = "CPGW_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// The issuer's key set from a file instead of over the network.
+    #[arg(long, env = "CPGW_AUTH_JWKS_FILE", conflicts_with = "auth_jwks_url")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for fetching the issuer's keys (in-cluster: the cluster CA).
+    #[arg(long, env = "CPGW_AUTH_JWKS_CA_FILE")]
+    pub auth_jwks_ca_file: Option<PathBuf>,
+    /// A token file sent as bearer token when fetching the issuer's keys (in-cluster: the pod's
+    /// service-account token).
+    #[arg(long, env = "CPGW_AUTH_JWKS_BEARER_TOKEN_FILE")]
+    pub auth_jwks_bearer_token_file: Option<PathBuf>,
+    /// How often the issuer's keys are fetched again (also at once on an unknown key id).
+    #[arg(long, env = "CPGW_AUTH_JWKS_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub auth_jwks_refresh: Duration,
+    /// Caller policy: a YAML or JSON file of rules (identities x verbs x action types); once set,
+    /// anything it does not allow is denied. Off when unset.
+    #[arg(long, env = "CPGW_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// How often the token, policy and key-set files are checked for changes.
+    #[arg(long, env = "CPGW_AUTH_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub auth_reload: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,15 +11,10 @@
 //! The fill-in runs after validation, on the checked request: a partner call
 //! is a [`NeedsToken`] until [`Resolve`] turns it into a [`WithToken`].
 
-use std::{
-    collections::{HashMap, VecDeque},
-    fmt,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, fmt, path::Path, sync::Arc, time::Duration};
 
 use crate::{
+    memory::JobMemory,
     operation::Resolve,
     validation::{FieldViolation, InvalidRequest},
     watched_file::{Reload, WatchedFile},
@@ -30,13 +25,8 @@ const REMEMBERED_JOBS: usize = 50_000;
 
 pub struct ClientTokens {
     tokens: Arc<WatchedFile<HashMap<String, String>>>,
-    jobs: Mutex<JobClients>,
-}
-
-#[derive(Default)]
-struct JobClients {
-    client_of: HashMap<String, String>,
-    order: VecDeque<String>,
+    /// Which client each polled job belongs to.
+    client_of: JobMemory<String>,
 }
 
 /// Parses the file's content; errors never quote it (it holds secrets).
@@ -78,7 +68,7 @@ impl ClientTokens {
         tracing::info!(clients = tokens.get().len(), "client-token map loaded");
         Ok(ClientTokens {
             tokens: Arc::new(tokens),
-            jobs: Mutex::new(JobClients::default()),
+            client_of: JobMemory::new(REMEMBERED_JOBS),
         })
     }
 
@@ -94,31 +84,14 @@ impl ClientTokens {
 
     /// Remembers which client each polled job belongs to.
     pub fn remember(&self, job_id: &str, client_id: &str) {
-        let mut jobs = self.jobs.lock().expect("lock");
-        if jobs
-            .client_of
-            .insert(job_id.to_owned(), client_id.to_owned())
-            .is_none()
-        {
-            jobs.order.push_back(job_id.to_owned());
-            while jobs.order.len() > REMEMBERED_JOBS {
-                if let Some(oldest) = jobs.order.pop_front() {
-                    jobs.client_of.remove(&oldest);
-                }
-            }
-        }
+        self.client_of.remember(job_id, client_id.to_owned());
     }
 
     /// The token for a job: by the caller's `client_id` if given, else by the
     /// client the job was polled for.
     pub fn token_for(&self, job_id: &str, client_id: &str) -> Option<String> {
         let client_id = if client_id.is_empty() {
-            self.jobs
-                .lock()
-                .expect("lock")
-                .client_of
-                .get(job_id)
-                .cloned()?
+            self.client_of.get(job_id)?
         } else {
             client_id.to_owned()
         };

@@ -21,6 +21,49 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The partner client-token map, if the operator configured one.
     pub client_tokens: Option<ClientTokenSettings>,
+    /// Who may call, and what each caller may do.
+    pub access: AccessSettings,
+}
+
+/// Authentication and authorization; all off by default.
+#[derive(Clone, Debug)]
+pub struct AccessSettings {
+    pub static_tokens_file: Option<PathBuf>,
+    pub jwt: Option<JwtSettings>,
+    pub policy_file: Option<PathBuf>,
+    /// How often the token, policy and key-set files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        AccessSettings {
+            static_tokens_file: None,
+            jwt: None,
+            policy_file: None,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which JWTs are accepted, and where their issuer's keys come from.
+#[derive(Clone, Debug)]
+pub struct JwtSettings {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: JwksLocation,
+    pub refresh: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub enum JwksLocation {
+    File(PathBuf),
+    /// `url`, or the issuer's OIDC discovery when `None`.
+    Remote {
+        url: Option<String>,
+        ca_file: Option<PathBuf>,
+        bearer_token_file: Option<PathBuf>,
+    },
 }
 
 /// Where the client-token map lives and how often to look for changes.
@@ -68,7 +111,93 @@ impl TryFrom<&GatewayArgs> for Config {
             log_format: _,
             client_tokens_file,
             client_tokens_reload,
+            auth_tokens_file,
+            auth_jwt_issuer,
+            auth_jwt_audience,
+            auth_jwks_url,
+            auth_jwks_file,
+            auth_jwks_ca_file,
+            auth_jwks_bearer_token_file,
+            auth_jwks_refresh,
+            policy_file,
+            auth_reload,
         } = args.clone();
+        if auth_reload.is_zero() {
+            return Err(bad(
+                "auth-reload",
+                "CPGW_AUTH_RELOAD",
+                "must be greater than 0",
+            ));
+        }
+        if auth_jwks_refresh < crate::auth::jwt::MIN_REFETCH {
+            return Err(bad(
+                "auth-jwks-refresh",
+                "CPGW_AUTH_JWKS_REFRESH",
+                "must be at least 10s",
+            ));
+        }
+        let audiences: Vec<String> = auth_jwt_audience
+            .into_iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        let jwt = match auth_jwt_issuer {
+            Some(issuer) if issuer.trim().is_empty() => {
+                return Err(bad(
+                    "auth-jwt-issuer",
+                    "CPGW_AUTH_JWT_ISSUER",
+                    "must not be empty",
+                ));
+            }
+            Some(_) if audiences.is_empty() => {
+                return Err(bad(
+                    "auth-jwt-audience",
+                    "CPGW_AUTH_JWT_AUDIENCE",
+                    "must name at least one audience",
+                ));
+            }
+            Some(issuer) => Some(JwtSettings {
+                issuer,
+                audiences,
+                keys: match auth_jwks_file {
+                    Some(path) => JwksLocation::File(path),
+                    None => JwksLocation::Remote {
+                        url: auth_jwks_url,
+                        ca_file: auth_jwks_ca_file,
+                        bearer_token_file: auth_jwks_bearer_token_file,
+                    },
+                },
+                refresh: auth_jwks_refresh,
+            }),
+            None => {
+                let stray = [
+                    (
+                        "auth-jwks-url",
+                        "CPGW_AUTH_JWKS_URL",
+                        auth_jwks_url.is_some(),
+                    ),
+                    (
+                        "auth-jwks-file",
+                        "CPGW_AUTH_JWKS_FILE",
+                        auth_jwks_file.is_some(),
+                    ),
+                    (
+                        "auth-jwks-ca-file",
+                        "CPGW_AUTH_JWKS_CA_FILE",
+                        auth_jwks_ca_file.is_some(),
+                    ),
+                    (
+                        "auth-jwks-bearer-token-file",
+                        "CPGW_AUTH_JWKS_BEARER_TOKEN_FILE",
+                        auth_jwks_bearer_token_file.is_some(),
+                    ),
+                ];
+                if let Some((flag, env, _)) = stray.into_iter().find(|(_, _, set)| *set) {
+                    return Err(bad(flag, env, "needs --auth-jwt-issuer"));
+                }
+                None
+            }
+        };
         if client_tokens_reload.is_zero() {
             return Err(bad(
                 "client-tokens-reload",
@@ -155,6 +284,12 @@ impl TryFrom<&GatewayArgs> for Config {
                 path,
                 reload_interval: client_tokens_reload,
             }),
+            access: AccessSettings {
+                static_tokens_file: auth_tokens_file,
+                jwt,
+                policy_file,
+                reload_interval: auth_reload,
+            },
         })
     }
 }

@@ -12,6 +12,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::{
+    access::Refusal,
+    auth::Unauthenticated,
     call::{CallError, ErrorKind},
     validation::InvalidRequest,
 };
@@ -27,6 +29,46 @@ pub mod metadata {
     pub const OPERATION: &str = "operation";
     pub const EARLIER_ATTEMPT_MAY_HAVE_APPLIED: &str = "earlierAttemptMayHaveBeenApplied";
     pub const OUTCOME_UNKNOWN: &str = "outcomeUnknown";
+    pub const ACTION_TYPE: &str = "actionType";
+    pub const IDENTITY: &str = "identity";
+}
+
+/// A call refused before anything was sent to AWS: `UNAUTHENTICATED` (no,
+/// malformed, expired or untrusted credential; `UNAVAILABLE` while the
+/// issuer's keys cannot be had) or `PERMISSION_DENIED` (known caller, not
+/// allowed). Never the credential, never the policy's text.
+pub fn refusal_status(refusal: &Refusal, operation: &str, identity: &str) -> Status {
+    let mut meta = HashMap::from([
+        (metadata::OPERATION.to_owned(), operation.to_owned()),
+        (metadata::ATTEMPTS.to_owned(), "0".to_owned()),
+    ]);
+    let mut details = ErrorDetails::new();
+    let (code, reason, message) = match refusal {
+        Refusal::Unauthenticated(Unauthenticated::KeysUnavailable) => {
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            (
+                Code::Unavailable,
+                "ISSUER_KEYS_UNAVAILABLE",
+                Unauthenticated::KeysUnavailable.to_string(),
+            )
+        }
+        Refusal::Unauthenticated(why) => {
+            (Code::Unauthenticated, "UNAUTHENTICATED", why.to_string())
+        }
+        Refusal::NotAuthorized { action_type } => {
+            meta.insert(metadata::ACTION_TYPE.to_owned(), action_type.clone());
+            meta.insert(metadata::IDENTITY.to_owned(), identity.to_owned());
+            (
+                Code::PermissionDenied,
+                "NOT_AUTHORIZED",
+                format!(
+                    "{identity} may not call {operation} for jobs of action type {action_type}"
+                ),
+            )
+        }
+    };
+    details.set_error_info(reason, GATEWAY_DOMAIN, meta);
+    Status::with_error_details(code, message, details)
 }
 
 /// A request that failed local validation: nothing was sent to AWS.

@@ -11,7 +11,9 @@
 //! reflection, metrics ([`metrics`], [`admin`]) and graceful shutdown, from the
 //! validated [`config`].
 
+pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod aws;
 pub mod call;
 pub mod cli;
@@ -22,9 +24,11 @@ pub mod deadline;
 pub mod error;
 pub mod forwarding;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod operation;
 pub mod operations;
+pub mod policy;
 pub mod proto;
 pub mod rate_limit;
 pub mod retry;

@@ -27,9 +27,17 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    method: &'static str,
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
+    job_type_lookups: Family<MethodLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     aws_attempts: Family<MethodLabels, Counter>,
 }
@@ -42,6 +50,18 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let aws_attempts = Family::<MethodLabels, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        let job_type_lookups = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Calls refused before reaching AWS: unauthenticated or not authorized, by method and reason",
+            refusals.clone(),
+        );
+        registry.register(
+            "job_type_lookups",
+            "Job details read from AWS to learn a job's action type for authorization, by the method that needed it",
+            job_type_lookups.clone(),
+        );
         registry.register(
             "grpc_calls",
             "gRPC calls handled, by method and final gRPC status code",
@@ -60,6 +80,8 @@ impl Metrics {
         Metrics {
             registry,
             calls,
+            refusals,
+            job_type_lookups,
             latency,
             aws_attempts,
         }
@@ -86,6 +108,20 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc_by(u64::from(aws_attempts));
         }
+    }
+
+    /// Records a call refused by authentication or authorization.
+    pub fn record_refusal(&self, method: &'static str, reason: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabels { method, reason })
+            .inc();
+    }
+
+    /// Records a job's action type read from AWS for authorization.
+    pub fn record_job_type_lookup(&self, method: &'static str) {
+        self.job_type_lookups
+            .get_or_create(&MethodLabels { method })
+            .inc();
     }
 
     /// The metrics in the Prometheus text format.

@@ -13,7 +13,11 @@ use std::{fmt, future::Future};
 
 use aws_sdk_codepipeline::{Client, types::ActionTypeId};
 
-use crate::{call::CallError, client_tokens::ClientTokens, validation::InvalidRequest};
+use crate::{
+    call::CallError,
+    client_tokens::{ClientTokens, TokenSource},
+    validation::InvalidRequest,
+};
 
 /// Declares [`OperationId`] from the one list of operation types, with its
 /// `ALL` and names, and checks at compile time that each type's
@@ -111,6 +115,8 @@ impl Verb {
 pub struct Subject<'a> {
     pub job_id: Option<&'a str>,
     pub action_type: Option<&'a ActionTypeId>,
+    /// For partner jobs: where the call's client token comes from.
+    pub partner_token: Option<&'a TokenSource>,
 }
 
 /// A job that a poll answer handed out, and what the answer says about it.

@@ -26,7 +26,14 @@ fn answer<T>(output: &impl RequestId, value: T) -> Answer<T> {
 fn job(job_id: &str) -> Subject<'_> {
     Subject {
         job_id: Some(job_id),
-        action_type: None,
+        ..Subject::default()
+    }
+}
+
+fn polled_type(poll: &Poll) -> Subject<'_> {
+    Subject {
+        action_type: Some(&poll.action_type_id),
+        ..Subject::default()
     }
 }
 
@@ -119,10 +126,7 @@ impl Operation for PollForJobs {
     }
 
     fn subject(poll: &Poll) -> Subject<'_> {
-        Subject {
-            job_id: None,
-            action_type: Some(&poll.action_type_id),
-        }
+        polled_type(poll)
     }
 
     async fn send(client: &Client, poll: &Poll) -> Result<Answer<Self::Output>, CallError> {
@@ -340,7 +344,11 @@ impl Operation for PutJobFailureResult {
 // --- partner (third-party) actions --------------------------------------------------
 
 fn partner_job<B>(call: &NeedsToken<B>) -> Subject<'_> {
-    job(&call.job_id)
+    Subject {
+        job_id: Some(&call.job_id),
+        partner_token: Some(&call.token),
+        ..Subject::default()
+    }
 }
 
 pub struct PollForThirdPartyJobs;
@@ -372,10 +380,7 @@ impl Operation for PollForThirdPartyJobs {
     }
 
     fn subject(poll: &Poll) -> Subject<'_> {
-        Subject {
-            job_id: None,
-            action_type: Some(&poll.action_type_id),
-        }
+        polled_type(poll)
     }
 
     async fn send(client: &Client, poll: &Poll) -> Result<Answer<Self::Output>, CallError> {

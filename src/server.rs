@@ -4,10 +4,18 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use crate::{
+    access::{self, Access},
+    auth::{
+        Authenticator,
+        jwks::JwksSource,
+        jwt::{self, JwtVerifier},
+        static_tokens::StaticTokens,
+    },
     client_tokens::ClientTokens,
-    config::Config,
+    config::{AccessSettings, Config, JwksLocation},
     forwarding::ForwardingStack,
     metrics::Metrics,
+    policy::PolicyFile,
     proto::{
         ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
         v1::job_worker_service_server::JobWorkerServiceServer,
@@ -46,6 +54,22 @@ impl Gateway {
             }
             None => None,
         };
+        let access = Arc::new(
+            start_access(&settings.access)
+                .await
+                .map_err(std::io::Error::other)?,
+        );
+        if access.authenticator.is_enabled() {
+            tracing::info!(
+                "{}",
+                access::describe(&access, settings.access.reload_interval)
+            );
+        } else {
+            tracing::warn!(
+                "authentication is OFF: anyone who can reach {grpc_addr} acts with the gateway's AWS \
+                 identity. Configure --auth-jwt-issuer or --auth-tokens-file."
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let job_worker = JobWorker::new(
             ForwardingStack::new(
@@ -58,6 +82,7 @@ impl Gateway {
             settings.default_deadline,
             settings.retry.clone(),
             client_tokens,
+            access,
         );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -166,6 +191,50 @@ impl Gateway {
             Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
         }
     }
+}
+
+/// Loads the token and policy files and fetches the issuer's keys; a
+/// missing or broken file stops start-up.
+async fn start_access(settings: &AccessSettings) -> Result<Access, String> {
+    let reload = settings.reload_interval;
+    let static_tokens = settings
+        .static_tokens_file
+        .as_deref()
+        .map(|path| StaticTokens::load(path, reload))
+        .transpose()?;
+    let jwt = match &settings.jwt {
+        None => None,
+        Some(jwt) => {
+            let source = match &jwt.keys {
+                JwksLocation::File(path) => JwksSource::file(path, reload)?,
+                JwksLocation::Remote {
+                    url,
+                    ca_file,
+                    bearer_token_file,
+                } => JwksSource::remote(
+                    &jwt.issuer,
+                    url.as_deref(),
+                    ca_file.as_deref(),
+                    bearer_token_file.clone(),
+                )?,
+            };
+            Some(
+                JwtVerifier::start(jwt::JwtSettings {
+                    issuer: jwt.issuer.clone(),
+                    audiences: jwt.audiences.clone(),
+                    source,
+                    refresh: jwt.refresh,
+                })
+                .await,
+            )
+        }
+    };
+    let policy = settings
+        .policy_file
+        .as_deref()
+        .map(|path| PolicyFile::load(path, reload))
+        .transpose()?;
+    Ok(Access::new(Authenticator::new(static_tokens, jwt), policy))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> std::io::Result<TcpListener> {

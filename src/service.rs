@@ -8,17 +8,22 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
+use aws_sdk_codepipeline::types::ActionTypeId;
+
 use crate::{
+    access::{Access, Refusal, ShowActionType},
+    auth::Caller,
     call::{Call, CallError, CallSuccess},
-    client_tokens::ClientTokens,
+    client_tokens::{ClientTokens, NeedsToken},
     deadline::deadline_for,
-    error::{call_error_status, invalid_request_status},
+    error::{call_error_status, invalid_request_status, refusal_status},
     forwarding::ForwardingStack,
     metrics::{Metrics, code_name},
-    operation::{Operation, Resolve},
+    operation::{Operation, Resolve, Subject},
     operations as op,
-    proto::v1::job_worker_service_server::JobWorkerService,
+    proto::v1::{self, job_worker_service_server::JobWorkerService},
     retry::{RetrySettings, suggested_retry_delay},
+    validation::Checker,
 };
 
 pub struct JobWorker {
@@ -27,7 +32,18 @@ pub struct JobWorker {
     default_deadline: Duration,
     retry: RetrySettings,
     client_tokens: Option<Arc<ClientTokens>>,
+    access: Arc<Access>,
 }
+
+/// What a finished call's log line and audit event say about it.
+struct Record {
+    method: &'static str,
+    caller: Option<Caller>,
+    job_id: Option<String>,
+    action_type: Option<ActionTypeId>,
+}
+
+type Outcome<T> = Result<CallSuccess<T>, (Status, Option<CallError>)>;
 
 impl JobWorker {
     pub fn new(
@@ -36,6 +52,7 @@ impl JobWorker {
         default_deadline: Duration,
         retry: RetrySettings,
         client_tokens: Option<Arc<ClientTokens>>,
+        access: Arc<Access>,
     ) -> Self {
         JobWorker {
             stack,
@@ -43,11 +60,13 @@ impl JobWorker {
             default_deadline,
             retry,
             client_tokens,
+            access,
         }
     }
 
-    /// One call of any operation: validate, fill in what the gateway knows,
-    /// forward, learn from the answer, log one line and record metrics.
+    /// One call of any operation: authenticate, validate, authorize, fill in
+    /// what the gateway knows, forward, learn from the answer, log one line,
+    /// audit what changed state, and record metrics.
     async fn handle<O: Operation>(
         &self,
         request: Request<O::Request>,
@@ -58,28 +77,141 @@ impl JobWorker {
             self.default_deadline,
             arrived,
         );
-        let mut job_id = None;
-        let outcome = match O::validate(request.into_inner()) {
-            Err(invalid) => Err((invalid_request_status(&invalid), None)),
-            Ok(checked) => {
-                job_id = O::subject(&checked).job_id.map(str::to_owned);
-                match checked.resolve(self.client_tokens.as_deref()) {
-                    Err(invalid) => Err((invalid_request_status(&invalid), None)),
-                    Ok(valid) => self.forward::<O>(Call::new(valid, deadline)).await,
-                }
-            }
+        let mut record = Record {
+            method: O::ID.name(),
+            caller: None,
+            job_id: None,
+            action_type: None,
         };
-        self.finished(O::ID.name(), job_id.as_deref(), arrived, &outcome);
+        let outcome = self.decide::<O>(request, deadline, &mut record).await;
+        self.finished(&record, arrived, &outcome);
+        if O::VERB.changes_state() {
+            audit(&record, &outcome);
+        }
         let success = outcome.map_err(|(status, _)| status)?;
-        if let Some(map) = &self.client_tokens {
-            for job in O::polled(&success.output) {
-                if let Some(client_id) = job.client_id {
-                    map.remember(job.job_id, client_id);
-                }
+        for job in O::polled(&success.output) {
+            if let Some(action_type) = &record.action_type {
+                self.access.remember_job_type(job.job_id, action_type);
+            }
+            if let (Some(map), Some(client_id)) = (&self.client_tokens, job.client_id) {
+                map.remember(job.job_id, client_id);
             }
         }
         let aws_request_id = success.aws_request_id.unwrap_or_default();
         Ok(Response::new(O::respond(success.output, aws_request_id)))
+    }
+
+    /// Everything between arrival and AWS's answer; fills in `record` as it
+    /// learns who calls and about what.
+    async fn decide<O: Operation>(
+        &self,
+        request: Request<O::Request>,
+        deadline: Instant,
+        record: &mut Record,
+    ) -> Outcome<O::Output> {
+        let refuse = |refusal: Refusal, record: &Record| {
+            self.metrics.record_refusal(record.method, refusal.label());
+            let identity = record.caller.as_ref().map_or("", |c| c.identity.as_str());
+            Err((refusal_status(&refusal, record.method, identity), None))
+        };
+        let caller = match self
+            .access
+            .authenticator
+            .authenticate(request.metadata())
+            .await
+        {
+            Ok(caller) => caller,
+            Err(why) => return refuse(Refusal::Unauthenticated(why), record),
+        };
+        record.caller = Some(caller.clone());
+        let checked = match O::validate(request.into_inner()) {
+            Ok(checked) => checked,
+            Err(invalid) => return Err((invalid_request_status(&invalid), None)),
+        };
+        let subject = O::subject(&checked);
+        record.job_id = subject.job_id.map(str::to_owned);
+        record.action_type = match (subject.action_type, subject.job_id) {
+            (Some(polled), _) => Some(polled.clone()),
+            (None, Some(job_id)) => self.access.known_job_type(job_id),
+            (None, None) => None,
+        };
+        if self.access.has_policy() {
+            if record.action_type.is_none() {
+                record.action_type = Some(
+                    self.look_up_job_type(&subject, record.method, deadline)
+                        .await?,
+                );
+            }
+            if let Some(action_type) = &record.action_type
+                && let Err(refusal) = self.access.authorize(&caller, O::VERB, action_type)
+            {
+                return refuse(refusal, record);
+            }
+        }
+        // Only now, for a caller allowed to act on the job, may the map's
+        // client token be used.
+        match checked.resolve(self.client_tokens.as_deref()) {
+            Err(invalid) => Err((invalid_request_status(&invalid), None)),
+            Ok(valid) => self.forward::<O>(Call::new(valid, deadline)).await,
+        }
+    }
+
+    /// A job's action type from AWS, for a replica that did not answer the
+    /// job's poll: one GetJobDetails / GetThirdPartyJobDetails through the
+    /// same stack (rate limit, retries, deadline), remembered afterwards.
+    async fn look_up_job_type(
+        &self,
+        subject: &Subject<'_>,
+        method: &'static str,
+        deadline: Instant,
+    ) -> Result<ActionTypeId, (Status, Option<CallError>)> {
+        let job_id = subject.job_id.unwrap_or_default().to_owned();
+        self.metrics.record_job_type_lookup(method);
+        let (found, owner, read_by) = match subject.partner_token {
+            None => {
+                let details = self
+                    .forward::<op::GetJobDetails>(Call::new(
+                        op::JobRef {
+                            job_id: job_id.clone(),
+                        },
+                        deadline,
+                    ))
+                    .await?;
+                let found = details.output.and_then(|d| d.data?.action_type_id);
+                (found, v1::ActionOwner::Custom, "GetJobDetails")
+            }
+            Some(token) => {
+                let lookup = NeedsToken {
+                    job_id: job_id.clone(),
+                    token: token.clone(),
+                    body: (),
+                }
+                .resolve(self.client_tokens.as_deref())
+                .map_err(|invalid| (invalid_request_status(&invalid), None))?;
+                let details = self
+                    .forward::<op::GetThirdPartyJobDetails>(Call::new(lookup, deadline))
+                    .await?;
+                let found = details.output.and_then(|d| d.data?.action_type_id);
+                (
+                    found,
+                    v1::ActionOwner::ThirdParty,
+                    "GetThirdPartyJobDetails",
+                )
+            }
+        };
+        // The same rules as a poll's action type; a job without a usable one
+        // cannot be authorized.
+        let mut check = Checker::default();
+        let action_type = check.action_type_id(found, owner, read_by);
+        let action_type = check.finish(|| action_type).map_err(|_| {
+            let status = Status::internal(format!(
+                "CodePipeline's {read_by} answer for this job names no usable action type, so \
+                 the call cannot be authorized"
+            ));
+            (status, None)
+        })?;
+        self.access.remember_job_type(&job_id, &action_type);
+        Ok(action_type)
     }
 
     async fn forward<O: Operation>(
@@ -102,21 +234,18 @@ impl JobWorker {
     }
 
     /// The call's one log line and its metrics.
-    fn finished<T>(
-        &self,
-        method: &'static str,
-        job_id: Option<&str>,
-        arrived: Instant,
-        outcome: &Result<CallSuccess<T>, (Status, Option<CallError>)>,
-    ) {
+    fn finished<T>(&self, record: &Record, arrived: Instant, outcome: &Outcome<T>) {
         let latency = arrived.elapsed();
         let latency_ms = latency.as_millis() as u64;
-        let job_id = job_id.unwrap_or("");
+        let method = record.method;
+        let job_id = record.job_id.as_deref().unwrap_or("");
+        let caller = record.caller.as_ref().map_or("", |c| c.identity.as_str());
         match outcome {
             Ok(success) => {
                 tracing::info!(
                     method,
                     code = "OK",
+                    caller,
                     job_id,
                     attempts = success.attempts,
                     latency_ms,
@@ -136,7 +265,7 @@ impl JobWorker {
                 macro_rules! line {
                     ($level:ident $(, $cause:expr)?) => {
                         tracing::$level!(
-                            method, code, job_id, attempts, latency_ms, aws_error_code,
+                            method, code, caller, job_id, attempts, latency_ms, aws_error_code,
                             aws_request_id, $(cause = %$cause,)? "call finished"
                         )
                     };
@@ -158,6 +287,34 @@ impl JobWorker {
             }
         }
     }
+}
+
+/// One event per call that changes a job's state, on its own `audit`
+/// target so that it can be routed apart: who, how authenticated, what, on
+/// which job of which action type, with what outcome. Never a secret.
+fn audit<T>(record: &Record, outcome: &Outcome<T>) {
+    let (outcome, aws_request_id) = match outcome {
+        Ok(success) => ("OK", success.aws_request_id.as_deref()),
+        Err((status, error)) => (
+            code_name(status.code()),
+            error
+                .as_ref()
+                .and_then(|e| e.aws.as_ref())
+                .and_then(|aws| aws.request_id.as_deref()),
+        ),
+    };
+    let caller = record.caller.as_ref();
+    tracing::info!(
+        target: "audit",
+        caller = caller.map_or("", |c| c.identity.as_str()),
+        auth_method = caller.map_or("", |c| c.method.name()),
+        operation = record.method,
+        job_id = record.job_id.as_deref().unwrap_or(""),
+        action_type = %record.action_type.as_ref().map(|t| ShowActionType(t).to_string()).unwrap_or_default(),
+        outcome,
+        aws_request_id = aws_request_id.unwrap_or(""),
+        "job state change"
+    );
 }
 
 fn grpc_timeout<T>(request: &Request<T>) -> Option<String> {

@@ -8,7 +8,7 @@ use std::{num::NonZeroU32, time::Duration};
 use codepipeline_emulator::{Emulator, EmulatorConfig, RecordedRequest};
 use codepipeline_gateway::{
     aws,
-    config::Config,
+    config::{AccessSettings, Config},
     proto::v1::{PutJobSuccessResultRequest, job_worker_service_client::JobWorkerServiceClient},
     rate_limit::RateLimitSettings,
     retry::RetrySettings,
@@ -38,6 +38,7 @@ pub fn settings() -> Config {
         max_connection_age: None,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
+        access: AccessSettings::default(),
     }
 }
 
