@@ -53,6 +53,11 @@ pub struct JwtSettings {
     pub audiences: Vec<String>,
     pub keys: JwksLocation,
     pub refresh: Duration,
+    /// Unknown-key refetches are at most this frequent ([`MIN_REFETCH`]
+    /// from the command line; tests shorten it).
+    ///
+    /// [`MIN_REFETCH`]: crate::auth::jwt::MIN_REFETCH
+    pub min_refetch: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +173,7 @@ impl TryFrom<&GatewayArgs> for Config {
                     },
                 },
                 refresh: auth_jwks_refresh,
+                min_refetch: crate::auth::jwt::MIN_REFETCH,
             }),
             None => {
                 let stray = [

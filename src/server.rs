@@ -224,6 +224,7 @@ async fn start_access(settings: &AccessSettings) -> Result<Access, String> {
                     audiences: jwt.audiences.clone(),
                     source,
                     refresh: jwt.refresh,
+                    min_refetch: jwt.min_refetch,
                 })
                 .await,
             )

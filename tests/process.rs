@@ -335,3 +335,109 @@ async fn bad_configuration_stops_start_up_naming_the_setting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("AWS_REGION"), "{stderr}");
 }
+
+#[tokio::test]
+async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
+    use sha2::{Digest, Sha256};
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("cpgw-audit-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    const TOKEN: &str = "audited-runner-SECRET-4715";
+    let digest: String = Sha256::digest(TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = dir.join("tokens.yaml");
+    std::fs::write(&tokens, format!("ci-runner: {digest}\n")).unwrap();
+    let mut child = gateway_command(
+        &emulator,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--shutdown-grace",
+            "1s",
+            "--auth-tokens-file",
+            tokens.to_str().unwrap(),
+        ],
+    )
+    .env("RUST_LOG", "trace")
+    .spawn()
+    .unwrap();
+    let (addr, lines) = started(&mut child).await;
+    let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let job = emulator.create_custom_job();
+    let mut request = tonic::Request::new(PutJobSuccessResultRequest {
+        job_id: job.job_id.clone(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let response = client.put_job_success_result(request).await.unwrap();
+    let aws_request_id = response.into_inner().aws_request_id;
+    // A second report fails: audited with its outcome too.
+    let mut again = tonic::Request::new(PutJobSuccessResultRequest {
+        job_id: job.job_id.clone(),
+        ..Default::default()
+    });
+    again
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    client.put_job_success_result(again).await.unwrap_err();
+    // Reads are not audited.
+    let mut read = tonic::Request::new(GetJobDetailsRequest {
+        job_id: job.job_id.clone(),
+    });
+    read.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    client.get_job_details(read).await.unwrap();
+
+    assert!(sigterm(&child));
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let logs = drain(lines);
+    let audit: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|json| json["target"] == "audit")
+        .collect();
+    assert_eq!(audit.len(), 2, "{logs:#?}");
+    // Flattened JSON: the event's fields beside timestamp, level and target.
+    let fields: Vec<serde_json::Value> = audit
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            for envelope in ["timestamp", "level", "target"] {
+                a.as_object_mut().unwrap().remove(envelope);
+            }
+            a
+        })
+        .collect();
+    assert_eq!(
+        fields[0],
+        serde_json::json!({
+            "message": "job state change",
+            "caller": "ci-runner",
+            "auth_method": "static_token",
+            "operation": "PutJobSuccessResult",
+            "job_id": job.job_id,
+            "action_type": "",
+            "outcome": "OK",
+            "aws_request_id": aws_request_id,
+        })
+    );
+    assert_eq!(fields[1]["outcome"], "FAILED_PRECONDITION");
+    assert_ne!(fields[1]["aws_request_id"], "");
+    let all = logs.join("\n");
+    assert!(!all.contains(TOKEN), "the bearer token reached the logs");
+    assert!(
+        !all.contains(&digest),
+        "the token's digest reached the logs"
+    );
+}

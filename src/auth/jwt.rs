@@ -45,12 +45,14 @@ pub struct JwtSettings {
     pub audiences: Vec<String>,
     pub source: JwksSource,
     pub refresh: Duration,
+    pub min_refetch: Duration,
 }
 
 pub struct JwtVerifier {
     issuer: String,
     audiences: Vec<String>,
     source: JwksSource,
+    min_refetch: Duration,
     keys: RwLock<Arc<HashMap<String, (DecodingKey, Algorithm)>>>,
     /// When keys were last fetched; held while fetching (one fetch at a time).
     fetched: tokio::sync::Mutex<Option<Instant>>,
@@ -105,6 +107,7 @@ impl JwtVerifier {
             issuer: settings.issuer,
             audiences: settings.audiences,
             source: settings.source,
+            min_refetch: settings.min_refetch,
             keys: RwLock::new(Arc::new(HashMap::new())),
             fetched: tokio::sync::Mutex::new(None),
             verified: Mutex::new(HashMap::new()),
@@ -173,7 +176,7 @@ impl JwtVerifier {
             Some(found) => found,
             None => {
                 // The issuer may have rotated its keys.
-                self.refetch(MIN_REFETCH).await;
+                self.refetch(self.min_refetch).await;
                 match self.key(&kid) {
                     Some(found) => found,
                     None if self.keys.read().expect("lock").is_empty() => {

@@ -95,3 +95,18 @@ pub fn success(job_id: &str) -> PutJobSuccessResultRequest {
         ..Default::default()
     }
 }
+
+/// The gateway's Prometheus metrics, read from its admin port.
+pub async fn metrics(h: &Harness) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(h.gateway.admin_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}

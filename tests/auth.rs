@@ -1,0 +1,629 @@
+//! Caller authentication and authorization through the real path: real JWTs
+//! signed in the test with keys served by a loopback JWKS endpoint, static
+//! bearer tokens, and policy files; a real tonic client, the gateway, the
+//! real SDK and the emulator, which shows what (if anything) reached "AWS".
+
+mod common;
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use codepipeline_emulator::{Emulator, EmulatorConfig};
+use codepipeline_gateway::{
+    config::{AccessSettings, ClientTokenSettings, JwksLocation, JwtSettings},
+    error::metadata,
+    proto::v1::{
+        self, ActionCategory, ActionOwner, job_worker_service_client::JobWorkerServiceClient,
+    },
+};
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const AUDIENCE: &str = "codepipeline-gateway";
+const CI: &str = "system:serviceaccount:ci:builder";
+const OTHER: &str = "system:serviceaccount:web:frontend";
+
+/// A signing key of the test's issuer, with its public JWK.
+struct SigningKey {
+    kid: String,
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+impl SigningKey {
+    fn new(kid: &str) -> SigningKey {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        // An uncompressed P-256 point: 0x04, then x and y.
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        });
+        SigningKey {
+            kid: kid.into(),
+            pkcs8: pkcs8.as_ref().to_vec(),
+            jwk,
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims of a projected service-account token, valid for ten minutes.
+fn claims(sub: &str) -> Value {
+    json!({"iss": ISSUER, "aud": [AUDIENCE], "sub": sub, "iat": now(), "nbf": now(), "exp": now() + 600})
+}
+
+/// A loopback JWKS endpoint whose key set the test can rotate; counts fetches.
+#[derive(Clone)]
+struct Issuer {
+    keys: Arc<Mutex<Vec<Value>>>,
+    fetches: Arc<Mutex<usize>>,
+    url: String,
+}
+
+impl Issuer {
+    async fn start(keys: &[&SigningKey]) -> Issuer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/openid/v1/jwks", listener.local_addr().unwrap());
+        let issuer = Issuer {
+            keys: Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect())),
+            fetches: Arc::new(Mutex::new(0)),
+            url,
+        };
+        let served = issuer.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_: Request<Incoming>| {
+                        let served = served.clone();
+                        async move {
+                            *served.fetches.lock().unwrap() += 1;
+                            let body = json!({"keys": *served.keys.lock().unwrap()}).to_string();
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        issuer
+    }
+
+    fn publish(&self, key: &SigningKey) {
+        self.keys.lock().unwrap().push(key.jwk.clone());
+    }
+
+    fn fetches(&self) -> usize {
+        *self.fetches.lock().unwrap()
+    }
+}
+
+fn jwt_settings(issuer: &Issuer) -> JwtSettings {
+    JwtSettings {
+        issuer: ISSUER.into(),
+        audiences: vec![AUDIENCE.into()],
+        keys: JwksLocation::Remote {
+            url: Some(issuer.url.clone()),
+            ca_file: None,
+            bearer_token_file: None,
+        },
+        refresh: Duration::from_secs(300),
+        min_refetch: Duration::from_millis(50),
+    }
+}
+
+async fn emulator() -> Emulator {
+    Emulator::start(EmulatorConfig::default()).await.unwrap()
+}
+
+/// A throwaway directory for the tests' files.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        let path = std::env::temp_dir().join(format!("cpgw-auth-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&path).unwrap();
+        Dir(path)
+    }
+
+    fn file(&self, name: &str, content: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// ci may work Build jobs of the dev emulator's custom type; nobody else
+/// may do anything.
+const POLICY: &str = r#"
+rules:
+  - identities: ["system:serviceaccount:ci:*", "ci-runner"]
+    verbs: ["*"]
+    actionTypes:
+      - {category: Build, owner: Custom, provider: CpgwDevBuilder, version: "*"}
+"#;
+
+fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn custom_type() -> v1::ActionTypeId {
+    v1::ActionTypeId {
+        category: ActionCategory::Build.into(),
+        owner: ActionOwner::Custom.into(),
+        provider: "CpgwDevBuilder".into(),
+        version: "1".into(),
+    }
+}
+
+fn poll_request() -> v1::PollForJobsRequest {
+    v1::PollForJobsRequest {
+        action_type_id: Some(custom_type()),
+        max_batch_size: Some(10),
+        ..Default::default()
+    }
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_bad_token_is_unauthenticated_and_nothing_reaches_aws() {
+    let key = SigningKey::new("key-1");
+    let issuer = Issuer::start(&[&key]).await;
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        jwt: Some(jwt_settings(&issuer)),
+        ..AccessSettings::default()
+    };
+    let mut h = common::start_with(settings).await;
+    let job = h.emulator.create_custom_job();
+
+    let unknown_key = SigningKey::new("key-unknown");
+    let mut expired = claims(CI);
+    expired["exp"] = json!(now() - 120);
+    let mut not_yet = claims(CI);
+    not_yet["nbf"] = json!(now() + 600);
+    let mut other_audience = claims(CI);
+    other_audience["aud"] = json!(["kubernetes"]);
+    let mut other_issuer = claims(CI);
+    other_issuer["iss"] = json!("https://evil.example");
+    let mut no_sub = claims(CI);
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let body = URL_SAFE_NO_PAD.encode(claims(CI).to_string());
+    let alg_none = format!(
+        "{}.{body}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"key-1"}"#)
+    );
+    // HMAC "signed" with the issuer's public key, the classic confusion attack.
+    let mut hmac_header = Header::new(Algorithm::HS256);
+    hmac_header.kid = Some("key-1".into());
+    let hmac = jsonwebtoken::encode(
+        &hmac_header,
+        &claims(CI),
+        &EncodingKey::from_secret(key.jwk.to_string().as_bytes()),
+    )
+    .unwrap();
+    let valid = key.sign(&claims(CI));
+    let tampered = {
+        let mut parts: Vec<&str> = valid.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(claims(OTHER).to_string());
+        parts[1] = &forged;
+        parts.join(".")
+    };
+
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no credential", None),
+        ("not bearer", Some("Basic Y2k6Y2k=".into())),
+        ("expired", Some(format!("Bearer {}", key.sign(&expired)))),
+        (
+            "not yet valid",
+            Some(format!("Bearer {}", key.sign(&not_yet))),
+        ),
+        (
+            "wrong audience",
+            Some(format!("Bearer {}", key.sign(&other_audience))),
+        ),
+        (
+            "wrong issuer",
+            Some(format!("Bearer {}", key.sign(&other_issuer))),
+        ),
+        ("no subject", Some(format!("Bearer {}", key.sign(&no_sub)))),
+        (
+            "unknown kid",
+            Some(format!("Bearer {}", unknown_key.sign(&claims(CI)))),
+        ),
+        ("alg none", Some(format!("Bearer {alg_none}"))),
+        ("hmac with the public key", Some(format!("Bearer {hmac}"))),
+        ("tampered claims", Some(format!("Bearer {tampered}"))),
+        ("not a token", Some("Bearer definitely-not-a-jwt".into())),
+    ];
+    for (what, authorization) in cases {
+        let mut request = tonic::Request::new(common::success(&job.job_id));
+        if let Some(value) = &authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        let status = h
+            .client
+            .put_job_success_result(request)
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        assert_eq!(reason(&status), "UNAUTHENTICATED", "{what}");
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata[metadata::OPERATION], "PutJobSuccessResult");
+        if let Some(value) = authorization {
+            let token = value.rsplit(' ').next().unwrap();
+            assert!(!status.message().contains(token), "{what}: {status:?}");
+        }
+    }
+    assert!(
+        h.emulator.requests().is_empty(),
+        "a refused call reached AWS"
+    );
+
+    // The valid token, twice (the second from the verified-token cache).
+    for _ in 0..2 {
+        h.client
+            .get_job_details(with_bearer(
+                v1::GetJobDetailsRequest {
+                    job_id: job.job_id.clone(),
+                },
+                &valid,
+            ))
+            .await
+            .expect("a valid service-account token is accepted");
+    }
+    assert_eq!(h.emulator.requests().len(), 2);
+    let metrics = common::metrics(&h).await;
+    assert!(
+        metrics.contains(
+            r#"cpgw_auth_refusals_total{method="PutJobSuccessResult",reason="expired_credential"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_fetched_when_a_token_names_it() {
+    let old = SigningKey::new("2026-01");
+    let issuer = Issuer::start(&[&old]).await;
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        jwt: Some(jwt_settings(&issuer)),
+        ..AccessSettings::default()
+    };
+    let mut h = common::start_with(settings).await;
+    let job = h.emulator.create_custom_job();
+    let details = || v1::GetJobDetailsRequest {
+        job_id: job.job_id.clone(),
+    };
+    h.client
+        .get_job_details(with_bearer(details(), &old.sign(&claims(CI))))
+        .await
+        .unwrap();
+    let fetched_at_start = issuer.fetches();
+
+    let new = SigningKey::new("2026-02");
+    let token = new.sign(&claims(CI));
+    let status = h
+        .client
+        .get_job_details(with_bearer(details(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "not published yet");
+    issuer.publish(&new);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.client
+        .get_job_details(with_bearer(details(), &token))
+        .await
+        .expect("the new key is fetched on the unknown kid");
+    assert!(issuer.fetches() > fetched_at_start);
+    // Made-up key ids cannot make the gateway hammer the issuer.
+    let before = issuer.fetches();
+    for i in 0..20 {
+        let stranger = SigningKey::new(&format!("made-up-{i}"));
+        let _ = h
+            .client
+            .get_job_details(with_bearer(details(), &stranger.sign(&claims(CI))))
+            .await;
+    }
+    assert!(
+        issuer.fetches() - before <= 4,
+        "{} fetches for 20 unknown key ids",
+        issuer.fetches() - before
+    );
+}
+
+/// Two gateways (two replicas) against one emulator, with the same policy.
+async fn replicas(
+    dir: &Dir,
+    issuer: &Issuer,
+    emulator: Emulator,
+    tokens: Option<&str>,
+) -> (common::Harness, common::Harness) {
+    let policy = dir.file("policy.yaml", POLICY);
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        jwt: Some(jwt_settings(issuer)),
+        policy_file: Some(policy),
+        ..AccessSettings::default()
+    };
+    if let Some(tokens) = tokens {
+        settings.client_tokens = Some(ClientTokenSettings {
+            path: dir.file("client-tokens.json", tokens),
+            reload_interval: Duration::from_secs(10),
+        });
+    }
+    let a = common::start_against(emulator.clone(), settings.clone(), None).await;
+    let b = common::start_against(emulator, settings, None).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn the_policy_decides_by_identity_verb_and_the_jobs_action_type_on_every_replica() {
+    let key = SigningKey::new("k");
+    let issuer = Issuer::start(&[&key]).await;
+    let dir = Dir::new();
+    let (mut a, mut b) = replicas(&dir, &issuer, emulator().await, None).await;
+    let ci = key.sign(&claims(CI));
+    let other = key.sign(&claims(OTHER));
+    let job = a.emulator.create_custom_job();
+
+    // Another namespace's service account may not even poll.
+    let status = a
+        .client
+        .poll_for_jobs(with_bearer(poll_request(), &other))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(reason(&status), "NOT_AUTHORIZED");
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(
+        info.metadata[metadata::ACTION_TYPE],
+        "Build/Custom/CpgwDevBuilder/1"
+    );
+    assert_eq!(info.metadata[metadata::IDENTITY], OTHER);
+    assert!(a.emulator.requests().is_empty());
+
+    // ci polls through replica a...
+    let polled = a
+        .client
+        .poll_for_jobs(with_bearer(poll_request(), &ci))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let nonce = polled
+        .iter()
+        .find(|j| j.id == job.job_id)
+        .expect("the job was polled")
+        .nonce
+        .clone();
+    a.emulator.clear_requests();
+
+    // ...and replica b, which never saw that poll, decides the same: it reads
+    // the job's action type from AWS once and remembers it.
+    let ack = |token: &str| {
+        with_bearer(
+            v1::AcknowledgeJobRequest {
+                job_id: job.job_id.clone(),
+                nonce: nonce.clone(),
+            },
+            token,
+        )
+    };
+    let status = b.client.acknowledge_job(ack(&other)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        a.emulator
+            .requests()
+            .iter()
+            .map(|r| r.operation.as_str())
+            .collect::<Vec<_>>(),
+        ["GetJobDetails"],
+        "only the lookup, never the refused acknowledgement"
+    );
+    b.client
+        .acknowledge_job(ack(&ci))
+        .await
+        .expect("ci may acknowledge");
+    b.client
+        .put_job_success_result(with_bearer(common::success(&job.job_id), &ci))
+        .await
+        .expect("ci may report");
+    let operations: Vec<_> = a
+        .emulator
+        .requests()
+        .into_iter()
+        .map(|r| r.operation)
+        .collect();
+    assert_eq!(
+        operations,
+        ["GetJobDetails", "AcknowledgeJob", "PutJobSuccessResult"],
+        "one lookup, remembered"
+    );
+    let metrics = common::metrics(&b).await;
+    assert!(
+        metrics.contains(r#"cpgw_job_type_lookups_total{method="AcknowledgeJob"} 1"#),
+        "{metrics}"
+    );
+    // Replica a remembered the type from its own poll: no lookup at all.
+    a.emulator.clear_requests();
+    let other_job = a.emulator.create_custom_job();
+    a.client
+        .poll_for_jobs(with_bearer(poll_request(), &ci))
+        .await
+        .unwrap();
+    let status = a
+        .client
+        .put_job_success_result(with_bearer(common::success(&other_job.job_id), &other))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        a.emulator
+            .requests()
+            .iter()
+            .map(|r| r.operation.as_str())
+            .collect::<Vec<_>>(),
+        ["PollForJobs"]
+    );
+}
+
+#[tokio::test]
+async fn the_client_token_map_fills_in_only_for_an_authorized_caller() {
+    let key = SigningKey::new("k");
+    let issuer = Issuer::start(&[&key]).await;
+    let dir = Dir::new();
+    let emulator = emulator().await;
+    let partner = emulator.create_third_party_job();
+    let tokens =
+        json!({ partner.client_id.clone().unwrap(): partner.client_token.clone().unwrap() })
+            .to_string();
+    let (mut a, _b) = replicas(&dir, &issuer, emulator, Some(&tokens)).await;
+    let ci = key.sign(&claims(CI));
+    // ci may only work custom Build jobs: the partner job's type is looked up
+    // (with the map's token, inside the gateway), and the call refused
+    // before the map's token is put into it.
+    let status = a
+        .client
+        .put_third_party_job_success_result(with_bearer(
+            v1::PutThirdPartyJobSuccessResultRequest {
+                job_id: partner.job_id.clone(),
+                client_id: partner.client_id.clone().unwrap(),
+                ..Default::default()
+            },
+            &ci,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().metadata[metadata::ACTION_TYPE],
+        "Deploy/ThirdParty/CpgwDevPartner/1"
+    );
+    let operations: Vec<_> = a
+        .emulator
+        .requests()
+        .into_iter()
+        .map(|r| r.operation)
+        .collect();
+    assert_eq!(operations, ["GetThirdPartyJobDetails"]);
+    assert_eq!(a.emulator.job(&partner.job_id).unwrap().results_received, 0);
+}
+
+#[tokio::test]
+async fn static_tokens_identify_callers_outside_kubernetes() {
+    let dir = Dir::new();
+    let digest: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(b"runner-secret-token")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        static_tokens_file: Some(dir.file("tokens.yaml", &format!("ci-runner: {digest}\n"))),
+        policy_file: Some(dir.file("policy.yaml", POLICY)),
+        ..AccessSettings::default()
+    };
+    let mut h = common::start_with(settings).await;
+    let job = h.emulator.create_custom_job();
+    h.client
+        .poll_for_jobs(with_bearer(poll_request(), "runner-secret-token"))
+        .await
+        .expect("a known static token");
+    let status = h
+        .client
+        .poll_for_jobs(with_bearer(poll_request(), "runner-secret-tokeN"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(!status.message().contains("runner-secret"), "{status:?}");
+    h.client
+        .put_job_success_result(with_bearer(
+            common::success(&job.job_id),
+            "runner-secret-token",
+        ))
+        .await
+        .expect("the static caller may report on its action type");
+}
+
+#[tokio::test]
+async fn health_stays_open_without_a_credential() {
+    let dir = Dir::new();
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        static_tokens_file: Some(dir.file("tokens.yaml", "{}")),
+        ..AccessSettings::default()
+    };
+    let h = common::start_with(settings).await;
+    let channel = Channel::from_shared(format!("http://{}", h.gateway.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health needs no credential");
+    let status = JobWorkerServiceClient::new(channel)
+        .poll_for_jobs(poll_request())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
