@@ -55,6 +55,7 @@ async fn main() {
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
         access: AccessSettings::default(),
+        reflection: true,
     };
     let gateway = Gateway::start(settings, client).await.unwrap();
     let rss_idle = rss_kib();

@@ -129,6 +129,14 @@ pub struct GatewayArgs {
     /// How often the token, policy and key-set files are checked for changes.
     #[arg(long, env = "CPGW_AUTH_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub auth_reload: Duration,
+    /// Serve callers that present no credential, as `anonymous`. Without it, `serve` refuses to
+    /// start unless --auth-jwt-issuer or --auth-tokens-file is set. Not for production.
+    #[arg(long, env = "CPGW_ALLOW_UNAUTHENTICATED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_unauthenticated: bool,
+    /// Serve gRPC server reflection (v1 and v1alpha), which lets grpcurl and GUIs discover the
+    /// API. Health is always served.
+    #[arg(long, env = "CPGW_REFLECTION", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub reflection: bool,
 }
 
 #[derive(Args, Debug, Clone)]

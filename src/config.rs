@@ -23,6 +23,8 @@ pub struct Config {
     pub client_tokens: Option<ClientTokenSettings>,
     /// Who may call, and what each caller may do.
     pub access: AccessSettings,
+    /// Serve gRPC server reflection.
+    pub reflection: bool,
 }
 
 /// Authentication and authorization; all off by default.
@@ -126,7 +128,19 @@ impl TryFrom<&GatewayArgs> for Config {
             auth_jwks_refresh,
             policy_file,
             auth_reload,
+            allow_unauthenticated,
+            reflection,
         } = args.clone();
+        if auth_tokens_file.is_none() && auth_jwt_issuer.is_none() && !allow_unauthenticated {
+            return Err(ConfigError(
+                "no authentication is configured: anyone who can reach the gateway would act \
+                 with its AWS identity. Set --auth-jwt-issuer (CPGW_AUTH_JWT_ISSUER, e.g. for \
+                 Kubernetes service-account tokens) or --auth-tokens-file \
+                 (CPGW_AUTH_TOKENS_FILE), or say --allow-unauthenticated \
+                 (CPGW_ALLOW_UNAUTHENTICATED=true) to run open, which is not for production"
+                    .into(),
+            ));
+        }
         if auth_reload.is_zero() {
             return Err(bad(
                 "auth-reload",
@@ -296,6 +310,7 @@ impl TryFrom<&GatewayArgs> for Config {
                 policy_file,
                 reload_interval: auth_reload,
             },
+            reflection,
         })
     }
 }
@@ -306,9 +321,20 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
 
+    /// Parses the command line, with authentication switched off unless the
+    /// test configures it.
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("codepipeline-gateway").chain(args.iter().copied()))
-            .expect("parses")
+        let open = ["--allow-unauthenticated"];
+        let auth = args
+            .iter()
+            .any(|a| a.starts_with("--auth-") || a.starts_with("--allow-"));
+        let args = args
+            .iter()
+            .copied()
+            .chain(open.into_iter().filter(|_| !auth));
+        let mut argv: Vec<&str> = vec!["codepipeline-gateway"];
+        argv.extend(args);
+        Cli::try_parse_from(argv).expect("parses")
     }
 
     #[test]
@@ -362,6 +388,57 @@ mod tests {
             let error = Config::try_from(&serve).unwrap_err();
             assert!(error.0.contains(expected), "{error} lacks {expected}");
         }
+    }
+
+    #[test]
+    fn serve_refuses_to_start_without_authentication_unless_told_to_run_open() {
+        let closed = Cli::try_parse_from(["codepipeline-gateway", "serve"]).unwrap();
+        let Some(Command::Serve(closed)) = closed.command else {
+            panic!()
+        };
+        let error = Config::try_from(&closed).unwrap_err();
+        assert!(error.0.contains("--allow-unauthenticated"), "{error}");
+        for open in [
+            &["--allow-unauthenticated"][..],
+            &["--allow-unauthenticated", "true"],
+            &["--auth-tokens-file", "/t"],
+            &["--auth-jwt-issuer", "https://issuer"],
+        ] {
+            assert!(Config::try_from(&parse(open).serve).is_ok(), "{open:?}");
+        }
+        let explicit_no = parse(&["--allow-unauthenticated", "false"]).serve;
+        assert!(Config::try_from(&explicit_no).is_err());
+    }
+
+    #[test]
+    fn jwt_flags_need_an_issuer_and_an_audience() {
+        let error = Config::try_from(
+            &parse(&[
+                "--auth-tokens-file",
+                "/t",
+                "--auth-jwks-url",
+                "https://x/jwks",
+            ])
+            .serve,
+        )
+        .unwrap_err();
+        assert!(error.0.contains("--auth-jwks-url"), "{error}");
+        let error = Config::try_from(
+            &parse(&["--auth-jwt-issuer", "https://i", "--auth-jwt-audience", ","]).serve,
+        )
+        .unwrap_err();
+        assert!(error.0.contains("--auth-jwt-audience"), "{error}");
+        let config = Config::try_from(
+            &parse(&[
+                "--auth-jwt-issuer",
+                "https://i",
+                "--auth-jwt-audience",
+                "a,b",
+            ])
+            .serve,
+        )
+        .unwrap();
+        assert_eq!(config.access.jwt.unwrap().audiences, ["a", "b"]);
     }
 
     #[test]

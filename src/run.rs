@@ -43,7 +43,12 @@ async fn serve(args: GatewayArgs) -> Result<(), String> {
 
 async fn dev(args: DevArgs) -> Result<(), String> {
     logging::init(args.gateway.log_format);
-    let settings = Config::try_from(&args.gateway).map_err(|e| e.to_string())?;
+    // Dev mode is zero-setup: open unless the developer configures a way in.
+    let mut gateway_args = args.gateway.clone();
+    let authenticated =
+        gateway_args.auth_tokens_file.is_some() || gateway_args.auth_jwt_issuer.is_some();
+    gateway_args.allow_unauthenticated |= !authenticated;
+    let settings = Config::try_from(&gateway_args).map_err(|e| e.to_string())?;
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.emulator_listen,
         ..EmulatorConfig::default()
@@ -65,6 +70,9 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         emulator.create_third_party_job(),
     ];
     println!("{}", dev_banner(&gateway, &emulator, &jobs));
+    if !authenticated {
+        println!("{}", DEV_AUTH_HINT.trim_end());
+    }
     let result = run_until_signal(gateway).await;
     emulator.shutdown().await;
     result
@@ -102,6 +110,16 @@ async fn emulator(args: EmulatorArgs) -> Result<(), String> {
     emulator.shutdown().await;
     Ok(())
 }
+
+/// How to try authentication in dev mode, which starts without it.
+const DEV_AUTH_HINT: &str = "
+Authentication is off in dev mode, so any caller is served. To try it, give a caller a token
+(the gateway keeps only its SHA-256) and restart with the file:
+  echo \"me: $(printf %s my-secret-token | sha256sum | cut -d' ' -f1)\" > tokens.yaml
+  cargo run -- dev --auth-tokens-file tokens.yaml
+then add -H 'authorization: Bearer my-secret-token' to the grpcurl commands above (without it they
+get UNAUTHENTICATED). Add --policy-file to decide what each caller may do (README: Authentication).
+";
 
 fn dev_banner(gateway: &Gateway, emulator: &Emulator, jobs: &[CreatedJob]) -> String {
     let target = reachable(gateway.grpc_addr());

@@ -94,18 +94,20 @@ impl Gateway {
             .await;
 
         // grpcurl 1.8.x and many GUIs ask for v1alpha, newer tools for v1.
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(std::io::Error::other)?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(std::io::Error::other)?;
+        let reflection = if settings.reflection {
+            let builder = || {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
+            };
+            Some((
+                builder().build_v1().map_err(std::io::Error::other)?,
+                builder().build_v1alpha().map_err(std::io::Error::other)?,
+            ))
+        } else {
+            None
+        };
 
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(crate::admin::serve(
@@ -121,10 +123,11 @@ impl Gateway {
             // the GOAWAY and only closes the connection by force later.
             builder = builder.max_connection_age(age);
         }
+        let (reflection_v1, reflection_v1alpha) = reflection.unzip();
         let router = builder
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .add_service(JobWorkerServiceServer::new(job_worker));
         let grace = settings.shutdown_grace;
         let task = tokio::spawn(async move {

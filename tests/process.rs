@@ -35,6 +35,8 @@ fn gateway_command(emulator: &Emulator, args: &[&str]) -> Command {
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // These tests are about other things; authentication has its own.
+        .env("CPGW_ALLOW_UNAUTHENTICATED", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -439,5 +441,22 @@ async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
     assert!(
         !all.contains(&digest),
         "the token's digest reached the logs"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_authentication() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let output = gateway_command(&emulator, &["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CPGW_ALLOW_UNAUTHENTICATED")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no authentication is configured")
+            && stderr.contains("--allow-unauthenticated"),
+        "{stderr}"
     );
 }

@@ -174,3 +174,37 @@ async fn metrics_count_calls_by_method_and_code() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn reflection_can_be_switched_off_and_health_stays() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut settings = common::settings();
+    settings.reflection = false;
+    let h = common::start_with(settings).await;
+    let list = || v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let status = v1::server_reflection_client::ServerReflectionClient::new(channel(&h).await)
+        .server_reflection_info(tokio_stream::iter(vec![list()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let list_alpha = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let status = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(&h).await)
+        .server_reflection_info(tokio_stream::iter(vec![list_alpha]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    HealthClient::new(channel(&h).await)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health is always served");
+}

@@ -39,6 +39,7 @@ pub fn settings() -> Config {
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
         access: AccessSettings::default(),
+        reflection: true,
     }
 }
 

@@ -22,6 +22,7 @@ from conftest import (
     render_error,
 )
 
+ANY_TYPE = {"category": "*", "owner": "*", "provider": "*", "version": "*"}
 SELECTOR = {"app.kubernetes.io/name": "codepipeline-gateway", "app.kubernetes.io/instance": "gw"}
 
 
@@ -30,7 +31,7 @@ def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def config(docs: list[dict[str, Any]]) -> dict[str, str]:
-    return find(docs, "ConfigMap")["data"]
+    return find(docs, "ConfigMap", FULLNAME)["data"]
 
 
 # --- settings: values -> args/env, in one place --------------------------------
@@ -52,6 +53,16 @@ def test_default_settings_match_the_binary_defaults() -> None:
         "CPGW_SHUTDOWN_GRACE": "20s",
         "CPGW_LOG_FORMAT": "text",
         "RUST_LOG": "info",
+        "CPGW_REFLECTION": "true",
+        "CPGW_AUTH_RELOAD": "10s",
+        # Secure by default: service-account tokens, keys from the API server, a policy.
+        "CPGW_AUTH_JWT_ISSUER": "https://kubernetes.default.svc.cluster.local",
+        "CPGW_AUTH_JWT_AUDIENCE": "codepipeline-gateway",
+        "CPGW_AUTH_JWKS_REFRESH": "5m",
+        "CPGW_AUTH_JWKS_URL": "https://kubernetes.default.svc/openid/v1/jwks",
+        "CPGW_AUTH_JWKS_CA_FILE": "/var/run/secrets/codepipeline-gateway/kube-api/ca.crt",
+        "CPGW_AUTH_JWKS_BEARER_TOKEN_FILE": "/var/run/secrets/codepipeline-gateway/kube-api/token",
+        "CPGW_POLICY_FILE": "/etc/codepipeline-gateway/policy/policy.yaml",
     }
 
 
@@ -75,7 +86,8 @@ def test_args_and_env_rendered_from_values() -> None:
         "extraEnvFrom": [{"secretRef": {"name": "more"}}],
     }
     docs = render(values)
-    assert config(docs) == {
+    access = ("CPGW_AUTH", "CPGW_POLICY", "CPGW_REFLECTION")  # tested with auth below
+    assert {k: v for k, v in config(docs).items() if not k.startswith(access)} == {
         "CPGW_LISTEN": "[::]:6000",
         "CPGW_ADMIN_LISTEN": "[::]:6001",
         "CPGW_RATE_LIMIT_RPS": "2.5",
@@ -188,7 +200,10 @@ def test_security_context_is_restricted() -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["privileged"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert "volumes" not in spec, "the gateway needs no writable filesystem"
+    # The gateway needs no writable filesystem: only read-only files from the API.
+    for volume in spec["volumes"]:
+        assert volume.keys() & {"secret", "configMap", "projected"}, volume
+    assert all(m["readOnly"] for m in container(docs)["volumeMounts"])
     assert spec["automountServiceAccountToken"] is False
     assert find(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     test_pod = find(docs, "Pod")
@@ -272,7 +287,10 @@ def test_test_pod_is_not_matched_by_the_deployment_selector() -> None:
 
 def test_names_are_truncated_to_63_characters() -> None:
     docs = render({"fullnameOverride": "x" * 63})
-    assert all(len(d["metadata"]["name"]) <= 63 + len("-test-health") for d in docs)
+    # Cluster-scoped, so it carries the namespace too; such names may be 253 long.
+    namespaced = [d for d in docs if d["kind"] != "ClusterRoleBinding"]
+    assert all(len(d["metadata"]["name"]) <= 63 + len("-test-health") for d in namespaced)
+    assert len(find(docs, "ClusterRoleBinding")["metadata"]["name"]) <= 253
     assert find(docs, "Deployment")["metadata"]["name"] == "x" * 63
 
 
@@ -321,7 +339,9 @@ def test_network_policy_rules() -> None:
             }
         ],
     }
-    dns, https = spec["egress"]
+    dns, https, api_server = spec["egress"]
+    # The token issuer's keys come from the API server, often behind port 6443.
+    assert api_server == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 6443, "protocol": "TCP"}]}
     assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
     assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
     assert https == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
@@ -346,7 +366,8 @@ def test_network_policy_options() -> None:
         "podSelector": {"matchLabels": {"app": "prometheus"}},
     }
     assert spec["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]
-    assert spec["egress"][2] == {
+    assert spec["egress"][2]["ports"] == [{"port": 6443, "protocol": "TCP"}]
+    assert spec["egress"][3] == {
         "to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}, {"ipBlock": {"cidr": "fd00:ec2::23/128"}}],
         "ports": [{"port": 80, "protocol": "TCP"}],
     }
@@ -425,18 +446,18 @@ def test_production_overlay_is_highly_available() -> None:
 
 def test_client_tokens_mount_the_operators_secret() -> None:
     default = render({})
-    assert "volumes" not in pod_spec(default) and "volumeMounts" not in container(default)
+    assert "client-tokens" not in [v["name"] for v in pod_spec(default)["volumes"]]
+    assert "client-tokens" not in [m["name"] for m in container(default)["volumeMounts"]]
     assert not [k for k in config(default) if k.startswith("CPGW_CLIENT_TOKENS")]
 
     values = {"clientTokens": {"enabled": True, "existingSecret": "partner-client-tokens", "reloadInterval": "30s"}}
     docs = render(values)
     assert "Secret" not in [d["kind"] for d in docs], "tokens are secrets: the chart never creates the Secret"
-    volume, = pod_spec(docs)["volumes"]
-    assert volume["name"] == "client-tokens"
+    volume, = [v for v in pod_spec(docs)["volumes"] if v["name"] == "client-tokens"]
     assert volume["secret"]["secretName"] == "partner-client-tokens"
     assert volume["secret"]["items"] == [{"key": "client-tokens.json", "path": "client-tokens.json"}]
     assert "optional" not in volume["secret"], "a missing Secret must keep the pod from starting"
-    mount, = container(docs)["volumeMounts"]
+    mount, = [m for m in container(docs)["volumeMounts"] if m["name"] == "client-tokens"]
     # The directory, never a subPath: subPath mounts never receive Secret updates.
     assert mount == {"name": "client-tokens", "mountPath": "/etc/codepipeline-gateway/client-tokens", "readOnly": True}
     data = config(docs)
@@ -452,6 +473,7 @@ def test_client_tokens_mount_the_operators_secret() -> None:
 
     other = render({"clientTokens": {"enabled": True, "existingSecret": "t", "key": "tokens.json"}})
     assert pod_spec(other)["volumes"][0]["secret"]["items"] == [{"key": "tokens.json", "path": "tokens.json"}]
+    assert pod_spec(other)["volumes"][0]["name"] == "client-tokens"
     assert config(other)["CPGW_CLIENT_TOKENS_FILE"] == "/etc/codepipeline-gateway/client-tokens/tokens.json"
     text = notes(values)
     assert 'Secret "partner-client-tokens", key "client-tokens.json"' in text and "every 30s" in text
@@ -470,6 +492,100 @@ def test_client_token_file_is_read_only_and_readable_by_the_gateway(
     }
     assert pod_spec(render(values))["volumes"][0]["secret"]["defaultMode"] == mode
     assert mode & 0o222 == 0, "nobody may write it"
+
+
+# --- authentication and the caller policy ----------------------------------------
+
+
+def volumes_by_name(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in pod_spec(docs).get("volumes", [])}
+
+
+def test_secure_by_default_service_account_tokens_and_an_empty_policy() -> None:
+    docs = render({})
+    data = config(docs)
+    assert "CPGW_ALLOW_UNAUTHENTICATED" not in data
+    assert data["CPGW_AUTH_JWT_AUDIENCE"] == "codepipeline-gateway"
+    # The pod's own token for the API server and the cluster CA, nothing else.
+    kube_api = volumes_by_name(docs)["kube-api"]["projected"]["sources"]
+    assert kube_api[0] == {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+    assert kube_api[1]["configMap"] == {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
+    assert mounts["kube-api"]["mountPath"] + "/token" == data["CPGW_AUTH_JWKS_BEARER_TOKEN_FILE"]
+    assert mounts["policy"]["mountPath"] + "/policy.yaml" == data["CPGW_POLICY_FILE"]
+    assert all("subPath" not in m for m in mounts.values()), "directories receive updates"
+    binding = find(docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:service-account-issuer-discovery",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    policy = find(docs, "ConfigMap", f"{FULLNAME}-policy")
+    assert yaml.safe_load(policy["data"]["policy.yaml"]) == {"rules": []}
+    assert volumes_by_name(docs)["policy"]["configMap"]["name"] == f"{FULLNAME}-policy"
+    text = notes({})
+    assert "every job-worker call is refused" in text
+    assert "audience codepipeline-gateway" in text
+
+
+def test_policy_rules_render_into_the_policy_file() -> None:
+    rules = [
+        {
+            "identities": ["system:serviceaccount:ci:*", "spiffe://example.org/ns/ci/*"],
+            "verbs": ["poll", "put_result"],
+            "actionTypes": [{"category": "Build", "owner": "Custom", "provider": "B", "version": "*"}],
+        }
+    ]
+    docs = render({"auth": {"policy": {"rules": rules}}})
+    text = find(docs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"]
+    assert yaml.safe_load(text) == {"rules": rules}
+    assert "is refused" not in notes({"auth": {"policy": {"rules": rules}}})
+    off = render({"auth": {"policy": {"enabled": False}}})
+    assert "CPGW_POLICY_FILE" not in config(off)
+    assert "policy" not in volumes_by_name(off)
+    assert [d for d in off if d["kind"] == "ConfigMap"] == [find(off, "ConfigMap", FULLNAME)]
+    assert "every authenticated caller may do everything" in notes({"auth": {"policy": {"enabled": False}}})
+
+
+def test_an_external_key_url_needs_no_api_token_volume_or_rbac() -> None:
+    url = "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE/keys"
+    docs = render(
+        {
+            "auth": {
+                "serviceAccountTokens": {
+                    "issuer": "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE",
+                    "audiences": ["codepipeline-gateway", "gateway"],
+                    "jwksUrl": url,
+                    "jwksRefresh": "1m",
+                }
+            }
+        }
+    )
+    data = config(docs)
+    assert data["CPGW_AUTH_JWKS_URL"] == url
+    assert data["CPGW_AUTH_JWT_AUDIENCE"] == "codepipeline-gateway,gateway"
+    assert data["CPGW_AUTH_JWKS_REFRESH"] == "1m"
+    assert "CPGW_AUTH_JWKS_CA_FILE" not in data and "CPGW_AUTH_JWKS_BEARER_TOKEN_FILE" not in data
+    assert "kube-api" not in volumes_by_name(docs)
+    assert "ClusterRoleBinding" not in [d["kind"] for d in docs]
+    assert "ClusterRoleBinding" not in [d["kind"] for d in render({"rbac": {"create": False}})]
+
+
+def test_static_tokens_mount_the_operators_secret_and_open_mode_says_so() -> None:
+    docs = render({"auth": {"staticTokens": {"enabled": True, "existingSecret": "gateway-tokens"}}})
+    assert "Secret" not in [d["kind"] for d in docs]
+    volume = volumes_by_name(docs)["auth-tokens"]["secret"]
+    assert volume["secretName"] == "gateway-tokens"
+    assert volume["items"] == [{"key": "tokens.yaml", "path": "tokens.yaml"}]
+    assert config(docs)["CPGW_AUTH_TOKENS_FILE"] == "/etc/codepipeline-gateway/auth-tokens/tokens.yaml"
+    only_static = render(
+        {"auth": {"serviceAccountTokens": {"enabled": False}, "staticTokens": {"enabled": True, "existingSecret": "t"}}}
+    )
+    assert not [k for k in config(only_static) if k.startswith("CPGW_AUTH_JWT")]
+    open_values = {"auth": {"serviceAccountTokens": {"enabled": False}, "allowUnauthenticated": True}}
+    assert config(render(open_values))["CPGW_ALLOW_UNAUTHENTICATED"] == "true"
+    assert "WARNING: auth.allowUnauthenticated" in notes(open_values)
 
 
 # --- helm test hook and NOTES -----------------------------------------------------
@@ -521,6 +637,14 @@ def test_notes_print_address_and_health_check() -> None:
         ({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": 1}}}, "got number, want string"),
         ({"podDisruptionBudget": {"minAvailable": "half"}}, "at '/podDisruptionBudget/minAvailable'"),
         ({"networkPolicy": {"egress": {"httpsCidrs": ["everywhere"]}}}, "at '/networkPolicy/egress/httpsCidrs/0'"),
+        ({"auth": {"policy": {"rules": [{"identities": ["sys*"], "verbs": ["poll"], "actionTypes": [ANY_TYPE]}]}}}, "at '/auth/policy/rules/0/identities/0'"),
+        ({"auth": {"policy": {"rules": [{"identities": ["a"], "verbs": ["deploy"], "actionTypes": [ANY_TYPE]}]}}}, "at '/auth/policy/rules/0/verbs/0'"),
+        ({"auth": {"policy": {"rules": [{"identities": ["a"], "verbs": ["poll"], "actionTypes": []}]}}}, "at '/auth/policy/rules/0/actionTypes'"),
+        ({"auth": {"policy": {"rules": [{"identities": ["a"], "verbs": ["poll"], "actionTypes": [{**ANY_TYPE, "category": "Bild"}]}]}}}, "at '/auth/policy/rules/0/actionTypes/0/category'"),
+        ({"auth": {"policy": {"rules": [{"identities": ["a"], "verb": ["poll"], "actionTypes": [ANY_TYPE]}]}}}, "at '/auth/policy/rules/0'"),
+        ({"auth": {"serviceAccountTokens": {"jwksUrl": "http://issuer.example/keys"}}}, "at '/auth/serviceAccountTokens/jwksUrl'"),
+        ({"auth": {"serviceAccountTokens": {"audiences": []}}}, "at '/auth/serviceAccountTokens/audiences'"),
+        ({"auth": {"reloadInterval": "0s"}}, "at '/auth/reloadInterval'"),
         ({"serviceMonitor": {"interval": "often"}}, "at '/serviceMonitor/interval'"),
         ({"clientTokens": {"enabled": "yes"}}, "at '/clientTokens/enabled': got string, want boolean"),
         ({"clientTokens": {"tokens": {"client-a": "t0ken"}}}, "at '/clientTokens': additional properties 'tokens' not allowed"),
@@ -594,6 +718,14 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
         (
             {"clientTokens": {"enabled": True}},
             "clientTokens.enabled needs clientTokens.existingSecret",
+        ),
+        (
+            {"auth": {"staticTokens": {"enabled": True}}},
+            "auth.staticTokens.enabled needs auth.staticTokens.existingSecret",
+        ),
+        (
+            {"auth": {"serviceAccountTokens": {"enabled": False}}},
+            "no way for callers to authenticate",
         ),
     ],
 )

@@ -38,7 +38,9 @@ CLIENT_TOKENS = {"enabled": True, "existingSecret": "partner-client-tokens"}
 
 def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
     """name -> (values, expected kinds)."""
-    base = ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"]
+    # Two ConfigMaps (settings, caller policy); the ClusterRoleBinding lets the
+    # gateway read the API server's token keys.
+    base = sorted(["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"])
     everything = {
         "replicaCount": 3,
         "image": {"digest": "sha256:" + "a" * 64},
@@ -87,7 +89,7 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         ),
         "no-serviceaccount-no-tests": (
             {"serviceAccount": {"create": False, "name": "existing"}, "tests": {"enabled": False}},
-            ["ConfigMap", "Deployment", "Service"],
+            ["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "Service"],
         ),
         "everything": (
             everything,

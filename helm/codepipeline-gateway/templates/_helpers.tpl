@@ -107,6 +107,51 @@ AWS_ENDPOINT_URL: {{ . | quote }}
 CPGW_CLIENT_TOKENS_FILE: {{ printf "%s/%s" (include "codepipeline-gateway.clientTokensDir" .) .Values.clientTokens.key | quote }}
 CPGW_CLIENT_TOKENS_RELOAD: {{ .Values.clientTokens.reloadInterval | quote }}
 {{- end }}
+CPGW_REFLECTION: {{ .Values.gateway.reflection | toString | quote }}
+{{- $a := .Values.auth }}
+CPGW_AUTH_RELOAD: {{ $a.reloadInterval | quote }}
+{{- if $a.allowUnauthenticated }}
+CPGW_ALLOW_UNAUTHENTICATED: "true"
+{{- end }}
+{{- with $a.serviceAccountTokens }}
+{{- if .enabled }}
+CPGW_AUTH_JWT_ISSUER: {{ .issuer | quote }}
+CPGW_AUTH_JWT_AUDIENCE: {{ join "," .audiences | quote }}
+CPGW_AUTH_JWKS_REFRESH: {{ .jwksRefresh | quote }}
+{{- if .jwksUrl }}
+CPGW_AUTH_JWKS_URL: {{ .jwksUrl | quote }}
+{{- else }}
+CPGW_AUTH_JWKS_URL: "https://kubernetes.default.svc/openid/v1/jwks"
+CPGW_AUTH_JWKS_CA_FILE: {{ printf "%s/ca.crt" (include "codepipeline-gateway.kubeApiDir" $) | quote }}
+CPGW_AUTH_JWKS_BEARER_TOKEN_FILE: {{ printf "%s/token" (include "codepipeline-gateway.kubeApiDir" $) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $a.staticTokens.enabled }}
+CPGW_AUTH_TOKENS_FILE: {{ printf "%s/%s" (include "codepipeline-gateway.authTokensDir" .) $a.staticTokens.key | quote }}
+{{- end }}
+{{- if $a.policy.enabled }}
+CPGW_POLICY_FILE: {{ printf "%s/policy.yaml" (include "codepipeline-gateway.policyDir" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the gateway reads the token issuer's keys from the API server (with
+its own projected token and the cluster CA), which needs a volume and RBAC.
+*/}}
+{{- define "codepipeline-gateway.keysFromApiServer" -}}
+{{- if and .Values.auth.serviceAccountTokens.enabled (not .Values.auth.serviceAccountTokens.jwksUrl) }}true{{ end }}
+{{- end }}
+
+{{/* Mount points of the access-control files. */}}
+{{- define "codepipeline-gateway.kubeApiDir" -}}
+/var/run/secrets/codepipeline-gateway/kube-api
+{{- end }}
+{{- define "codepipeline-gateway.authTokensDir" -}}
+/etc/codepipeline-gateway/auth-tokens
+{{- end }}
+{{- define "codepipeline-gateway.policyDir" -}}
+/etc/codepipeline-gateway/policy
 {{- end }}
 
 {{/*
@@ -229,6 +274,13 @@ schema checks types and ranges; these check relations between keys.
 {{- end }}
 {{- if and $v.networkPolicy.enabled (empty $v.networkPolicy.grpcFrom) }}
 {{- fail "networkPolicy.enabled needs networkPolicy.grpcFrom: list the namespaces/pods of your job workers, or no worker can reach the gateway" }}
+{{- end }}
+{{- $a := $v.auth }}
+{{- if and $a.staticTokens.enabled (empty $a.staticTokens.existingSecret) }}
+{{- fail "auth.staticTokens.enabled needs auth.staticTokens.existingSecret: create a Secret mapping caller names to the SHA-256 of their tokens (kubectl create secret generic gateway-tokens --from-file=tokens.yaml) and name it here; the chart never creates it" }}
+{{- end }}
+{{- if not (or $a.serviceAccountTokens.enabled $a.staticTokens.enabled $a.allowUnauthenticated) }}
+{{- fail "no way for callers to authenticate: enable auth.serviceAccountTokens or auth.staticTokens, or set auth.allowUnauthenticated (not for production); the gateway refuses to start otherwise" }}
 {{- end }}
 {{- end }}
 
