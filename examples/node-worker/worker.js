@@ -35,6 +35,7 @@
 // jobs included), 1 when a call failed for good, 2 for bad usage.
 'use strict';
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 
@@ -576,7 +577,9 @@ both:
   --max-attempts      attempts per call (default 4)
   --round-robin       balance calls over every address the target resolves to (use with dns:///)
   --authority         the :authority to send instead of the target's name, e.g. for a list of
-                      addresses such as ipv4:10.0.0.1:50051,10.0.0.2:50051 (env CPGW_AUTHORITY)`;
+                      addresses such as ipv4:10.0.0.1:50051,10.0.0.2:50051 (env CPGW_AUTHORITY)
+  --token-file        a file holding the bearer token to send (a projected service-account
+                      token, re-read on every call; env CPGW_TOKEN_FILE)`;
 
 function usageError(message) {
   process.stderr.write(`${USAGE}\n\nerror: ${message}\n`);
@@ -609,6 +612,7 @@ function parseCommandLine(argv) {
         'max-attempts': { type: 'string', default: '4' },
         'round-robin': { type: 'boolean', default: false },
         authority: { type: 'string', default: process.env.CPGW_AUTHORITY || '' },
+        'token-file': { type: 'string', default: process.env.CPGW_TOKEN_FILE || '' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -644,6 +648,7 @@ function parseCommandLine(argv) {
     maxAttempts: number('max-attempts'),
     roundRobin: values['round-robin'],
     authority: values.authority,
+    tokenFile: values['token-file'],
   };
   if (args.maxAttempts < 1) usageError('--max-attempts must be at least 1');
   if (args.poll) {
@@ -683,6 +688,21 @@ function parseCommandLine(argv) {
   return args;
 }
 
+/**
+ * Sends `authorization: Bearer <token>` on every call, reading the token file
+ * each time: the kubelet rotates projected service-account tokens, so a token
+ * read once at start-up would expire under a long-running worker.
+ */
+function bearerToken(path) {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${fs.readFileSync(path, 'utf8').trim()}`);
+        next(metadata, listener);
+      },
+    });
+}
+
 async function main(argv) {
   const args = parseCommandLine(argv);
   const policy = { maxAttempts: args.maxAttempts, baseDelay: 0.2, maxDelay: 5 };
@@ -692,6 +712,7 @@ async function main(argv) {
   }
   if (args.authority) options['grpc.default_authority'] = args.authority;
   const JobWorkerService = loadService();
+  if (args.tokenFile) options.interceptors = [bearerToken(args.tokenFile)];
   const client = new JobWorkerService(args.target, grpc.credentials.createInsecure(), options);
   try {
     if (!args.poll) return await reportGivenJobs(client, args, policy);

@@ -637,6 +637,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the :authority to send instead of the target's name, e.g. for a list of "
         "addresses such as ipv4:10.0.0.1:50051,10.0.0.2:50051 (env CPGW_AUTHORITY)",
     )
+    parser.add_argument(
+        "--token-file",
+        default=env("CPGW_TOKEN_FILE"),
+        help="a file holding the bearer token to send (a projected service-account token, "
+        "re-read on every call since the kubelet rotates it; env CPGW_TOKEN_FILE)",
+    )
     args = parser.parse_args(argv)
     if args.max_attempts < 1:
         parser.error("--max-attempts must be at least 1")
@@ -677,6 +683,22 @@ def poll_settings(args) -> PollSettings:
     )
 
 
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Sends `authorization: Bearer <token>` on every call, reading the token
+    file each time: the kubelet rotates projected service-account tokens, so a
+    token read once at start-up would expire under a long-running worker."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def intercept_unary_unary(self, continuation, call_details, request):
+        with open(self.path, encoding="utf-8") as file:
+            token = file.read().strip()
+        metadata = [*(call_details.metadata or []), ("authorization", f"Bearer {token}")]
+        details = call_details._replace(metadata=metadata)
+        return continuation(details, request)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     policy = RetryPolicy(max_attempts=args.max_attempts)
@@ -687,6 +709,8 @@ def main(argv: list[str]) -> int:
         options.append(("grpc.default_authority", args.authority))
 
     with grpc.insecure_channel(args.target, options=options) as channel:
+        if args.token_file:
+            channel = grpc.intercept_channel(channel, BearerToken(args.token_file))
         stub = pb_grpc.JobWorkerServiceStub(channel)
         if not args.poll:
             return report_given_jobs(stub, args, policy)

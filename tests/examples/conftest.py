@@ -7,6 +7,7 @@ another; scripts/test-examples.sh builds it first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -303,11 +304,28 @@ def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator,
     their partner jobs first, then write the file, then start the gateway."""
     started = []
 
-    def start(tokens: dict[str, str], *, host: str = "127.0.0.1", port: int | None = None) -> ServedGateway:
+    def start(
+        tokens: dict[str, str],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        callers: dict[str, str] | None = None,
+    ) -> ServedGateway:
+        """`callers` maps caller names to bearer tokens the gateway accepts
+        (their SHA-256 goes into --auth-tokens-file); without it the gateway
+        serves anyone (--allow-unauthenticated)."""
         grpc_port, admin_port = free_ports(2)
         grpc_port = port or grpc_port
         tokens_file = tmp_path / f"client-tokens-{len(started)}.json"
         tokens_file.write_text(json.dumps(tokens))
+        if callers is None:
+            access = ["--allow-unauthenticated"]
+        else:
+            digests = tmp_path / f"callers-{len(started)}.json"
+            digests.write_text(
+                json.dumps({name: hashlib.sha256(token.encode()).hexdigest() for name, token in callers.items()})
+            )
+            access = ["--auth-tokens-file", str(digests), "--auth-reload", "100ms"]
         env = {**_clean_env(), **standalone_emulator.aws_env}
         # No other credentials source, no instance metadata, no profiles.
         env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
@@ -319,7 +337,7 @@ def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator,
                 "--admin-listen", f"{host}:{admin_port}",
                 "--client-tokens-file", str(tokens_file),
                 "--shutdown-grace", "1s",
-                "--allow-unauthenticated",
+                *access,
             ],
             env,
             "gateway listening",

@@ -331,3 +331,37 @@ def test_round_robin_over_a_dns_target(worker, emulator):
     assert [(r["operation"], r["status"]) for r in emulator.requests()] == [
         ("PutThirdPartyJobSuccessResult", 200)
     ]
+
+
+def test_worker_sends_the_bearer_token_from_its_token_file_reading_it_each_call(
+    worker, serve_gateway, standalone_emulator, tmp_path
+):
+    """As with a projected service-account token: the kubelet rewrites the
+    file, and the next call must carry the new token."""
+    gateway = serve_gateway({}, callers={"old-runner": "token-one", "new-runner": "token-two"})
+    token_file = tmp_path / "token"
+    emulator = standalone_emulator.control
+
+    token_file.write_text("token-one\n")
+    first = emulator.create_job("custom")
+    run = worker("--job-id", first["jobId"], "--token-file", str(token_file), target=gateway.grpc_target)
+    assert run.returncode == 0, run.output
+
+    token_file.write_text("token-two")  # rotated
+    second = emulator.create_job("custom")
+    run = worker("--job-id", second["jobId"], target=gateway.grpc_target,
+                 extra_env={"CPGW_TOKEN_FILE": str(token_file)})  # fmt: skip
+    assert run.returncode == 0, run.output
+
+    # Without a token, or with one the gateway does not know: refused, nothing sent.
+    third = emulator.create_job("custom")
+    run = worker("--job-id", third["jobId"], target=gateway.grpc_target)
+    assert run.returncode == 1, run.output
+    assert "failed: UNAUTHENTICATED" in run.stderr, run.output
+    assert "reason: UNAUTHENTICATED (domain codepipeline-gateway)" in run.stderr, run.output
+    token_file.write_text("token-three")
+    run = worker("--job-id", third["jobId"], "--token-file", str(token_file), target=gateway.grpc_target)
+    assert run.returncode == 1 and "UNAUTHENTICATED" in run.stderr, run.output
+    assert "token-three" not in run.stderr
+    assert emulator.requests(third["jobId"]) == []
+    assert [len(emulator.requests(j["jobId"])) for j in (first, second)] == [1, 1]
