@@ -56,6 +56,7 @@ async fn main() {
         client_tokens: None,
         access: AccessSettings::default(),
         reflection: true,
+        tls: None,
     };
     let gateway = Gateway::start(settings, client).await.unwrap();
     let rss_idle = rss_kib();

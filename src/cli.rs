@@ -126,7 +126,7 @@ pub struct GatewayArgs {
     /// anything it does not allow is denied. Off when unset.
     #[arg(long, env = "CPGW_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
-    /// How often the token, policy and key-set files are checked for changes.
+    /// How often the token, policy, key-set and TLS files are checked for changes.
     #[arg(long, env = "CPGW_AUTH_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub auth_reload: Duration,
     /// Serve callers that present no credential, as `anonymous`. Without it, `serve` refuses to
@@ -137,6 +137,17 @@ pub struct GatewayArgs {
     /// API. Health is always served.
     #[arg(long, env = "CPGW_REFLECTION", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub reflection: bool,
+    /// Serve gRPC over TLS with this certificate chain (PEM; re-read when it changes, e.g. from
+    /// cert-manager). Plaintext when unset.
+    #[arg(long, env = "CPGW_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "CPGW_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Ask clients for certificates and verify them against this CA bundle (PEM): a verified
+    /// certificate identifies its caller (SPIFFE ID, else subject CN). Needs --tls-cert-file.
+    #[arg(long, env = "CPGW_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

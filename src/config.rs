@@ -5,7 +5,9 @@
 
 use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
-use crate::{cli::GatewayArgs, rate_limit::RateLimitSettings, retry::RetrySettings};
+use crate::{
+    cli::GatewayArgs, rate_limit::RateLimitSettings, retry::RetrySettings, tls::TlsSettings,
+};
 
 /// Everything the gateway needs to run, validated.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct Config {
     pub access: AccessSettings,
     /// Serve gRPC server reflection.
     pub reflection: bool,
+    /// Serve gRPC over TLS (and verify client certificates), or plaintext.
+    pub tls: Option<TlsSettings>,
 }
 
 /// Authentication and authorization; all off by default.
@@ -130,13 +134,30 @@ impl TryFrom<&GatewayArgs> for Config {
             auth_reload,
             allow_unauthenticated,
             reflection,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
         } = args.clone();
-        if auth_tokens_file.is_none() && auth_jwt_issuer.is_none() && !allow_unauthenticated {
+        let tls = match (tls_cert_file, tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsSettings {
+                cert_file,
+                key_file,
+                client_ca_file: tls_client_ca_file,
+            }),
+            // clap's `requires` makes the flags come together.
+            _ => None,
+        };
+        let client_certificates = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        if auth_tokens_file.is_none()
+            && auth_jwt_issuer.is_none()
+            && !client_certificates
+            && !allow_unauthenticated
+        {
             return Err(ConfigError(
                 "no authentication is configured: anyone who can reach the gateway would act \
                  with its AWS identity. Set --auth-jwt-issuer (CPGW_AUTH_JWT_ISSUER, e.g. for \
-                 Kubernetes service-account tokens) or --auth-tokens-file \
-                 (CPGW_AUTH_TOKENS_FILE), or say --allow-unauthenticated \
+                 Kubernetes service-account tokens), --auth-tokens-file \
+                 (CPGW_AUTH_TOKENS_FILE) or --tls-client-ca-file (CPGW_TLS_CLIENT_CA_FILE), or say --allow-unauthenticated \
                  (CPGW_ALLOW_UNAUTHENTICATED=true) to run open, which is not for production"
                     .into(),
             ));
@@ -311,6 +332,7 @@ impl TryFrom<&GatewayArgs> for Config {
                 reload_interval: auth_reload,
             },
             reflection,
+            tls,
         })
     }
 }
@@ -408,6 +430,54 @@ mod tests {
         }
         let explicit_no = parse(&["--allow-unauthenticated", "false"]).serve;
         assert!(Config::try_from(&explicit_no).is_err());
+    }
+
+    #[test]
+    fn tls_flags_come_together_and_client_certificates_are_a_way_in() {
+        let without_key = Cli::try_parse_from([
+            "codepipeline-gateway",
+            "--tls-cert-file",
+            "/c",
+            "--allow-unauthenticated",
+        ]);
+        assert!(
+            without_key
+                .unwrap_err()
+                .to_string()
+                .contains("--tls-key-file")
+        );
+        let config = Config::try_from(
+            &Cli::try_parse_from([
+                "codepipeline-gateway",
+                "--tls-cert-file",
+                "/c",
+                "--tls-key-file",
+                "/k",
+                "--tls-client-ca-file",
+                "/ca",
+            ])
+            .unwrap()
+            .serve,
+        )
+        .expect("mTLS alone is a way to authenticate");
+        let tls = config.tls.unwrap();
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca"))
+        );
+        let server_only = Cli::try_parse_from([
+            "codepipeline-gateway",
+            "--tls-cert-file",
+            "/c",
+            "--tls-key-file",
+            "/k",
+        ])
+        .unwrap()
+        .serve;
+        assert!(
+            Config::try_from(&server_only).is_err(),
+            "server TLS alone identifies no caller"
+        );
     }
 
     #[test]

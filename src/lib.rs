@@ -35,5 +35,6 @@ pub mod retry;
 mod run;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod validation;
 pub mod watched_file;

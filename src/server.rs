@@ -1,7 +1,7 @@
 //! Puts the pieces together: the forwarding stack, the gRPC server (job
 //! worker, health, reflection) and the admin endpoint, with graceful shutdown.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use crate::{
     access::{self, Access},
@@ -21,6 +21,7 @@ use crate::{
         v1::job_worker_service_server::JobWorkerServiceServer,
     },
     service::JobWorker,
+    tls::TlsFiles,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -54,8 +55,17 @@ impl Gateway {
             }
             None => None,
         };
+        let tls = match &settings.tls {
+            Some(tls) => {
+                let files = TlsFiles::load(tls.clone()).map_err(std::io::Error::other)?;
+                files.watch(settings.access.reload_interval);
+                Some(files)
+            }
+            None => None,
+        };
+        let client_certificates = tls.as_ref().is_some_and(|t| t.verifies_clients());
         let access = Arc::new(
-            start_access(&settings.access)
+            start_access(&settings.access, client_certificates)
                 .await
                 .map_err(std::io::Error::other)?,
         );
@@ -143,8 +153,17 @@ impl Gateway {
                     .await;
                 tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight calls");
             };
-            let serving = router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal);
+            let serving: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+                match tls {
+                    Some(files) => Box::pin(router.serve_with_incoming_shutdown(
+                        crate::tls::incoming(listener, files),
+                        shutdown_signal,
+                    )),
+                    None => Box::pin(router.serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        shutdown_signal,
+                    )),
+                };
             tokio::pin!(serving);
             let mut grace_timer = stopped;
             tokio::select! {
@@ -198,7 +217,10 @@ impl Gateway {
 
 /// Loads the token and policy files and fetches the issuer's keys; a
 /// missing or broken file stops start-up.
-async fn start_access(settings: &AccessSettings) -> Result<Access, String> {
+async fn start_access(
+    settings: &AccessSettings,
+    client_certificates: bool,
+) -> Result<Access, String> {
     let reload = settings.reload_interval;
     let static_tokens = settings
         .static_tokens_file
@@ -238,7 +260,10 @@ async fn start_access(settings: &AccessSettings) -> Result<Access, String> {
         .as_deref()
         .map(|path| PolicyFile::load(path, reload))
         .transpose()?;
-    Ok(Access::new(Authenticator::new(static_tokens, jwt), policy))
+    Ok(Access::new(
+        Authenticator::new(client_certificates, static_tokens, jwt),
+        policy,
+    ))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> std::io::Result<TcpListener> {

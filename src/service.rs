@@ -114,10 +114,14 @@ impl JobWorker {
             let identity = record.caller.as_ref().map_or("", |c| c.identity.as_str());
             Err((refusal_status(&refusal, record.method, identity), None))
         };
+        let certificates = request.peer_certs();
         let caller = match self
             .access
             .authenticator
-            .authenticate(request.metadata())
+            .authenticate(
+                certificates.as_deref().map(Vec::as_slice),
+                request.metadata(),
+            )
             .await
         {
             Ok(caller) => caller,

@@ -4,9 +4,10 @@
 //! `Caller`, never the credential.
 //!
 //! Ways to present an identity, in the order they are tried:
+//! - a client certificate verified during the TLS handshake (mTLS,
+//!   `crate::tls`): its SPIFFE ID, else its subject CN;
 //! - a static bearer token from the operator's token file
-//!   ([`static_tokens`]): `authorization: Bearer <token>`, compared by its
-//!   SHA-256 in constant time;
+//!   ([`static_tokens`]);
 //! - a signed JWT, typically a Kubernetes projected service-account token
 //!   ([`jwt`]): `authorization: Bearer <jwt>`, verified locally against the
 //!   issuer's keys.
@@ -20,6 +21,7 @@ pub mod static_tokens;
 
 use std::{fmt, sync::Arc};
 
+use rustls_pki_types::CertificateDer;
 use tonic::metadata::MetadataMap;
 
 use self::{jwt::JwtVerifier, static_tokens::StaticTokens};
@@ -31,6 +33,8 @@ pub enum Method {
     StaticToken,
     /// A JWT signed by a trusted issuer (a Kubernetes service-account token).
     Jwt,
+    /// A client certificate verified against the operator's CA bundle (mTLS).
+    ClientCertificate,
     /// Nothing: authentication is off (`--allow-unauthenticated`).
     None,
 }
@@ -40,6 +44,7 @@ impl Method {
         match self {
             Method::StaticToken => "static_token",
             Method::Jwt => "jwt",
+            Method::ClientCertificate => "client_certificate",
             Method::None => "none",
         }
     }
@@ -114,25 +119,56 @@ impl fmt::Display for Unauthenticated {
 
 /// The ways of authenticating the operator enabled.
 pub struct Authenticator {
+    client_certificates: bool,
     static_tokens: Option<StaticTokens>,
     jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authenticator {
-    pub fn new(static_tokens: Option<StaticTokens>, jwt: Option<Arc<JwtVerifier>>) -> Self {
-        Authenticator { static_tokens, jwt }
+    /// `client_certificates`: the TLS layer verifies client certificates,
+    /// so a presented one is an identity.
+    pub fn new(
+        client_certificates: bool,
+        static_tokens: Option<StaticTokens>,
+        jwt: Option<Arc<JwtVerifier>>,
+    ) -> Self {
+        Authenticator {
+            client_certificates,
+            static_tokens,
+            jwt,
+        }
     }
 
     /// Whether any way of authenticating is configured; if not, every
     /// caller is anonymous.
     pub fn is_enabled(&self) -> bool {
-        self.static_tokens.is_some() || self.jwt.is_some()
+        self.client_certificates || self.static_tokens.is_some() || self.jwt.is_some()
     }
 
-    /// Who is calling, from the call's metadata.
-    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Unauthenticated> {
+    /// Who is calling, from the connection's verified client certificate
+    /// (`peer_certificates`, leaf first) or the call's bearer token.
+    pub async fn authenticate(
+        &self,
+        peer_certificates: Option<&[CertificateDer<'static>]>,
+        metadata: &MetadataMap,
+    ) -> Result<Caller, Unauthenticated> {
         if !self.is_enabled() {
             return Ok(Caller::anonymous());
+        }
+        // rustls verified the chain during the handshake; only the identity
+        // in it is read here.
+        if self.client_certificates
+            && let Some(leaf) = peer_certificates.and_then(|chain| chain.first())
+        {
+            return match crate::tls::identity_of(leaf) {
+                Some(identity) => Ok(Caller {
+                    identity,
+                    method: Method::ClientCertificate,
+                }),
+                None => Err(Unauthenticated::Untrusted(
+                    "the client certificate names no SPIFFE ID and no common name",
+                )),
+            };
         }
         let token = bearer_token(metadata)?;
         if let Some(tokens) = &self.static_tokens

@@ -40,6 +40,7 @@ pub fn settings() -> Config {
         client_tokens: None,
         access: AccessSettings::default(),
         reflection: true,
+        tls: None,
     }
 }
 

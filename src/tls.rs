@@ -1,0 +1,272 @@
+//! Server TLS with rustls, and client certificates as caller identities
+//! (mTLS).
+//!
+//! The certificate, key and client CA bundle are files (a cert-manager
+//! Secret, typically), re-read every interval: a change that parses and
+//! whose key matches its certificate takes effect for new connections at
+//! once, while connections already open keep the configuration they
+//! started with, so a rotation drops no call. A change that does not work is
+//! refused with one warning and the last good configuration stays.
+//!
+//! With a client CA bundle, the gateway asks every client for a certificate
+//! and verifies one that is presented (chain, validity, usage) against the
+//! bundle; a client without one must authenticate another way. The identity
+//! in a verified certificate is its SPIFFE ID (the `spiffe://` URI SAN that
+//! SPIRE, Istio and cert-manager's CSI driver issue), else its subject CN.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use rustls::{
+    ServerConfig,
+    crypto::aws_lc_rs,
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::watched_file::Reload;
+
+/// How long a client may take to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the TLS files are, as configured.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Verify client certificates against this bundle (mTLS); `None`: no
+    /// client certificates.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The files as last read, to tell a change from a repeat.
+#[derive(Clone, PartialEq, Eq)]
+struct Raw {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+pub struct TlsFiles {
+    settings: TlsSettings,
+    current: RwLock<(Raw, Arc<ServerConfig>)>,
+    refused: Mutex<Option<Result<Raw, String>>>,
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the TLS {what} {}: {e}", path.display()))
+}
+
+impl TlsFiles {
+    /// Reads the files; a missing or unusable one stops start-up.
+    pub fn load(settings: TlsSettings) -> Result<Arc<TlsFiles>, String> {
+        let raw = Self::read_all(&settings)?;
+        let config = build(&raw, &settings)?;
+        tracing::info!(
+            cert = %settings.cert_file.display(),
+            client_certificates = settings.client_ca_file.is_some(),
+            "TLS configured"
+        );
+        Ok(Arc::new(TlsFiles {
+            settings,
+            current: RwLock::new((raw, config)),
+            refused: Mutex::new(None),
+        }))
+    }
+
+    fn read_all(settings: &TlsSettings) -> Result<Raw, String> {
+        Ok(Raw {
+            cert: read(&settings.cert_file, "certificate")?,
+            key: read(&settings.key_file, "key")?,
+            client_ca: settings
+                .client_ca_file
+                .as_deref()
+                .map(|path| read(path, "client CA bundle"))
+                .transpose()?,
+        })
+    }
+
+    /// Whether client certificates are verified (and so are identities).
+    pub fn verifies_clients(&self) -> bool {
+        self.settings.client_ca_file.is_some()
+    }
+
+    /// The acceptor for a new connection, with the current configuration.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.read().expect("lock").1.clone())
+    }
+
+    /// Re-reads the files and takes them if they changed and work together.
+    pub fn reload(&self) -> Reload {
+        let problem = match Self::read_all(&self.settings) {
+            Err(error) => Err(error),
+            Ok(raw) if raw == self.current.read().expect("lock").0 => {
+                *self.refused.lock().expect("lock") = None;
+                return Reload::Unchanged;
+            }
+            Ok(raw) => match build(&raw, &self.settings) {
+                Ok(config) => {
+                    *self.current.write().expect("lock") = (raw, config);
+                    *self.refused.lock().expect("lock") = None;
+                    tracing::info!(cert = %self.settings.cert_file.display(), "TLS files reloaded");
+                    return Reload::Reloaded;
+                }
+                Err(error) => Ok((raw, error)),
+            },
+        };
+        // Remember what was refused (the files, or the read error), to warn once.
+        let (key, error) = match problem {
+            Err(error) => (Err(error.clone()), error),
+            Ok((raw, error)) => (Ok(raw), error),
+        };
+        let mut refused = self.refused.lock().expect("lock");
+        let warned = refused.as_ref() != Some(&key);
+        if warned {
+            tracing::warn!(%error, "refusing the changed TLS files; keeping the last good ones");
+        }
+        *refused = Some(key);
+        Reload::Refused { warned }
+    }
+
+    /// Re-reads the files every `interval` for as long as they are in use.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(files) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || files.reload()).await;
+            }
+        });
+    }
+}
+
+/// A rustls server configuration from PEM files: the certificate chain and
+/// its key (which must match), ALPN `h2` for gRPC, and, with a client CA
+/// bundle, optional client certificates verified against it.
+fn build(raw: &Raw, settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+    let cert_path = settings.cert_file.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&raw.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{cert_path} holds no valid PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{cert_path} holds no certificate"));
+    }
+    // Never quote the key file: it is a secret.
+    let key = PrivateKeyDer::from_pem_slice(&raw.key).map_err(|_| {
+        format!(
+            "{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            settings.key_file.display()
+        )
+    })?;
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let verifier: Arc<dyn ClientCertVerifier> = match &raw.client_ca {
+        None => WebPkiClientVerifier::no_client_auth(),
+        Some(bundle) => {
+            let ca_path = settings
+                .client_ca_file
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display();
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(bundle) {
+                let cert = cert.map_err(|e| format!("{ca_path}: invalid PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{ca_path}: not a usable CA certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{ca_path} holds no CA certificate"));
+            }
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("{ca_path}: {e}"))?
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{cert_path} and its key do not work together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS connections from `listener`: each handshake runs on its own task
+/// (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow client holds up no other.
+/// Failed handshakes are logged and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    files: Arc<TlsFiles>,
+) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    let (ready, stream) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The server stopped taking connections.
+                _ = ready.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // E.g. EMFILE: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = files.acceptor();
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = ready.send(Ok(tls)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(stream)
+}
+
+/// The identity in a verified client certificate: its SPIFFE ID (a
+/// `spiffe://` URI SAN), else its subject's common name.
+pub fn identity_of(certificate: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(certificate.as_ref()).ok()?;
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name
+                && uri.starts_with("spiffe://")
+            {
+                return Some((*uri).to_owned());
+            }
+        }
+    }
+    parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+        .map(str::to_owned)
+}
