@@ -588,6 +588,54 @@ def test_static_tokens_mount_the_operators_secret_and_open_mode_says_so() -> Non
     assert "WARNING: auth.allowUnauthenticated" in notes(open_values)
 
 
+def test_tls_from_cert_manager_with_client_certificates() -> None:
+    values = {
+        "tls": {
+            "enabled": True,
+            "clientCertificates": True,
+            "certManager": {"enabled": True, "issuerRef": {"name": "workload-ca", "kind": "ClusterIssuer"}},
+        },
+        "service": {"headless": {"enabled": True}},
+    }
+    docs = render(values)
+    cert = find(docs, "Certificate")["spec"]
+    assert cert["secretName"] == f"{FULLNAME}-tls"
+    assert cert["issuerRef"] == {"name": "workload-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert f"{FULLNAME}.{NAMESPACE}.svc" in cert["dnsNames"]
+    assert f"{FULLNAME}-headless.{NAMESPACE}.svc" in cert["dnsNames"]
+    assert cert["privateKey"]["rotationPolicy"] == "Always"
+    data = config(docs)
+    assert data["CPGW_TLS_CERT_FILE"] == "/etc/codepipeline-gateway/tls/tls.crt"
+    assert data["CPGW_TLS_KEY_FILE"] == "/etc/codepipeline-gateway/tls/tls.key"
+    assert data["CPGW_TLS_CLIENT_CA_FILE"] == "/etc/codepipeline-gateway/tls/ca.crt"
+    volume = volumes_by_name(docs)["tls"]["secret"]
+    assert volume["secretName"] == f"{FULLNAME}-tls"
+    assert [i["key"] for i in volume["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    # The kubelet's gRPC probes cannot speak TLS: the admin port's /healthz.
+    c = container(docs)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert "grpc" not in c[probe]
+    assert "-tls" in find(docs, "Pod")["spec"]["containers"][0]["args"]
+
+
+def test_tls_from_an_existing_secret_and_plaintext_by_default() -> None:
+    docs = render({"tls": {"enabled": True, "existingSecret": "gateway-tls"}})
+    assert "Certificate" not in [d["kind"] for d in docs]
+    assert volumes_by_name(docs)["tls"]["secret"]["secretName"] == "gateway-tls"
+    assert "CPGW_TLS_CLIENT_CA_FILE" not in config(docs)
+    default = render({})
+    assert not [k for k in config(default) if k.startswith("CPGW_TLS")]
+    assert container(default)["readinessProbe"]["grpc"] == {"port": 50051}
+    assert "-tls" not in find(default, "Pod")["spec"]["containers"][0]["args"]
+    # Client certificates alone are a way to authenticate.
+    mtls_only = {
+        "auth": {"serviceAccountTokens": {"enabled": False}},
+        "tls": {"enabled": True, "existingSecret": "t", "clientCertificates": True},
+    }
+    assert config(render(mtls_only))["CPGW_TLS_CLIENT_CA_FILE"].endswith("ca.crt")
+
+
 # --- helm test hook and NOTES -----------------------------------------------------
 
 
@@ -727,6 +775,10 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
             {"auth": {"serviceAccountTokens": {"enabled": False}}},
             "no way for callers to authenticate",
         ),
+        ({"tls": {"enabled": True}}, "tls.enabled needs tls.existingSecret"),
+        ({"tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}, "tls.certManager.enabled needs tls.enabled"),
+        ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "tls.certManager.enabled needs tls.certManager.issuerRef.name"),
+        ({"tls": {"clientCertificates": True}}, "tls.clientCertificates needs tls.enabled"),
     ],
 )
 def test_fail_guards(values: dict[str, Any], message: str) -> None:

@@ -87,6 +87,18 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
             {"replicaCount": 2, "podAntiAffinity": "soft", "topologySpread": {"enabled": True}},
             base,
         ),
+        "tls-cert-manager": (
+            {
+                "tls": {
+                    "enabled": True,
+                    "clientCertificates": True,
+                    "certManager": {"enabled": True, "issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}},
+                },
+                "service": {"headless": {"enabled": True}},
+            },
+            sorted(base + ["Certificate", "Service"]),
+        ),
+        "tls-existing-secret": ({"tls": {"enabled": True, "existingSecret": "gateway-tls"}}, base),
         "no-serviceaccount-no-tests": (
             {"serviceAccount": {"create": False, "name": "existing"}, "tests": {"enabled": False}},
             ["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "Service"],

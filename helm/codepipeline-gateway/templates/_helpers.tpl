@@ -133,6 +133,21 @@ CPGW_AUTH_TOKENS_FILE: {{ printf "%s/%s" (include "codepipeline-gateway.authToke
 {{- if $a.policy.enabled }}
 CPGW_POLICY_FILE: {{ printf "%s/policy.yaml" (include "codepipeline-gateway.policyDir" .) | quote }}
 {{- end }}
+{{- if .Values.tls.enabled }}
+CPGW_TLS_CERT_FILE: {{ printf "%s/tls.crt" (include "codepipeline-gateway.tlsDir" .) | quote }}
+CPGW_TLS_KEY_FILE: {{ printf "%s/tls.key" (include "codepipeline-gateway.tlsDir" .) | quote }}
+{{- if .Values.tls.clientCertificates }}
+CPGW_TLS_CLIENT_CA_FILE: {{ printf "%s/ca.crt" (include "codepipeline-gateway.tlsDir" .) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the TLS files: the operator's, or the Certificate's. */}}
+{{- define "codepipeline-gateway.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "codepipeline-gateway.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
+{{- define "codepipeline-gateway.tlsDir" -}}
+/etc/codepipeline-gateway/tls
 {{- end }}
 
 {{/*
@@ -279,8 +294,21 @@ schema checks types and ranges; these check relations between keys.
 {{- if and $a.staticTokens.enabled (empty $a.staticTokens.existingSecret) }}
 {{- fail "auth.staticTokens.enabled needs auth.staticTokens.existingSecret: create a Secret mapping caller names to the SHA-256 of their tokens (kubectl create secret generic gateway-tokens --from-file=tokens.yaml) and name it here; the chart never creates it" }}
 {{- end }}
-{{- if not (or $a.serviceAccountTokens.enabled $a.staticTokens.enabled $a.allowUnauthenticated) }}
-{{- fail "no way for callers to authenticate: enable auth.serviceAccountTokens or auth.staticTokens, or set auth.allowUnauthenticated (not for production); the gateway refuses to start otherwise" }}
+{{- $t := $v.tls }}
+{{- if and $t.enabled (empty $t.existingSecret) (not $t.certManager.enabled) }}
+{{- fail "tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret) or tls.certManager.enabled" }}
+{{- end }}
+{{- if and $t.certManager.enabled (not $t.enabled) }}
+{{- fail "tls.certManager.enabled needs tls.enabled: the Certificate would go unused" }}
+{{- end }}
+{{- if and $t.certManager.enabled (empty $t.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if and $t.clientCertificates (not $t.enabled) }}
+{{- fail "tls.clientCertificates needs tls.enabled" }}
+{{- end }}
+{{- if not (or $a.serviceAccountTokens.enabled $a.staticTokens.enabled $a.allowUnauthenticated (and $t.enabled $t.clientCertificates)) }}
+{{- fail "no way for callers to authenticate: enable auth.serviceAccountTokens, auth.staticTokens or tls.clientCertificates, or set auth.allowUnauthenticated (not for production); the gateway refuses to start otherwise" }}
 {{- end }}
 {{- end }}
 
@@ -299,4 +327,20 @@ helm.sh/chart: {{ include "codepipeline-gateway.chart" . }}
 {{ include "codepipeline-gateway.testSelectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: test
+{{- end }}
+
+{{/*
+The probes' action: native gRPC health on the gRPC port, or, with TLS (which
+the kubelet's gRPC probes cannot speak), /healthz on the admin port, which
+stops answering when the gateway starts draining.
+*/}}
+{{- define "codepipeline-gateway.probeAction" -}}
+{{- if .Values.tls.enabled -}}
+httpGet:
+  path: /healthz
+  port: metrics
+{{- else -}}
+grpc:
+  port: {{ .Values.ports.grpc }}
+{{- end }}
 {{- end }}
