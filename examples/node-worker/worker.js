@@ -579,7 +579,13 @@ both:
   --authority         the :authority to send instead of the target's name, e.g. for a list of
                       addresses such as ipv4:10.0.0.1:50051,10.0.0.2:50051 (env CPGW_AUTHORITY)
   --token-file        a file holding the bearer token to send (a projected service-account
-                      token, re-read on every call; env CPGW_TOKEN_FILE)`;
+                      token, re-read on every call; env CPGW_TOKEN_FILE)
+
+TLS (a gateway that serves TLS; plaintext without --tls-ca-file):
+  --tls-ca-file       CA certificates (PEM) to trust for the gateway (env CPGW_TLS_CA_FILE)
+  --tls-cert-file     this worker's client certificate (PEM), for mTLS (env CPGW_TLS_CERT_FILE)
+  --tls-key-file      the client certificate's key (PEM) (env CPGW_TLS_KEY_FILE)
+  --tls-server-name   the name to expect in the gateway's certificate (env CPGW_TLS_SERVER_NAME)`;
 
 function usageError(message) {
   process.stderr.write(`${USAGE}\n\nerror: ${message}\n`);
@@ -613,6 +619,10 @@ function parseCommandLine(argv) {
         'round-robin': { type: 'boolean', default: false },
         authority: { type: 'string', default: process.env.CPGW_AUTHORITY || '' },
         'token-file': { type: 'string', default: process.env.CPGW_TOKEN_FILE || '' },
+        'tls-ca-file': { type: 'string', default: process.env.CPGW_TLS_CA_FILE || '' },
+        'tls-cert-file': { type: 'string', default: process.env.CPGW_TLS_CERT_FILE || '' },
+        'tls-key-file': { type: 'string', default: process.env.CPGW_TLS_KEY_FILE || '' },
+        'tls-server-name': { type: 'string', default: process.env.CPGW_TLS_SERVER_NAME || '' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -649,7 +659,17 @@ function parseCommandLine(argv) {
     roundRobin: values['round-robin'],
     authority: values.authority,
     tokenFile: values['token-file'],
+    tls: {
+      caFile: values['tls-ca-file'],
+      certFile: values['tls-cert-file'],
+      keyFile: values['tls-key-file'],
+      serverName: values['tls-server-name'],
+    },
   };
+  if (Boolean(args.tls.certFile) !== Boolean(args.tls.keyFile)) {
+    usageError('--tls-cert-file and --tls-key-file go together');
+  }
+  if (args.tls.certFile && !args.tls.caFile) usageError('--tls-cert-file needs --tls-ca-file');
   if (args.maxAttempts < 1) usageError('--max-attempts must be at least 1');
   if (args.poll) {
     if (!(args.poll in DEFAULT_ACTION_TYPES)) usageError(`--poll must be custom or partner, not '${args.poll}'`);
@@ -713,7 +733,17 @@ async function main(argv) {
   if (args.authority) options['grpc.default_authority'] = args.authority;
   const JobWorkerService = loadService();
   if (args.tokenFile) options.interceptors = [bearerToken(args.tokenFile)];
-  const client = new JobWorkerService(args.target, grpc.credentials.createInsecure(), options);
+  let credentials = grpc.credentials.createInsecure();
+  if (args.tls.caFile) {
+    if (args.tls.serverName) options['grpc.ssl_target_name_override'] = args.tls.serverName;
+    const read = (file) => (file ? fs.readFileSync(file) : null);
+    credentials = grpc.credentials.createSsl(
+      read(args.tls.caFile),
+      read(args.tls.keyFile),
+      read(args.tls.certFile),
+    );
+  }
+  const client = new JobWorkerService(args.target, credentials, options);
   try {
     if (!args.poll) return await reportGivenJobs(client, args, policy);
     const worker = new Worker(client, args.settings, { deadline: args.deadline, policy });

@@ -643,7 +643,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a file holding the bearer token to send (a projected service-account token, "
         "re-read on every call since the kubelet rotates it; env CPGW_TOKEN_FILE)",
     )
+    tls = parser.add_argument_group("TLS (a gateway that serves TLS; plaintext without --tls-ca-file)")
+    tls.add_argument("--tls-ca-file", default=env("CPGW_TLS_CA_FILE"),
+                     help="CA certificates (PEM) to trust for the gateway's certificate (env CPGW_TLS_CA_FILE)")
+    tls.add_argument("--tls-cert-file", default=env("CPGW_TLS_CERT_FILE"),
+                     help="this worker's client certificate (PEM), for mTLS (env CPGW_TLS_CERT_FILE)")
+    tls.add_argument("--tls-key-file", default=env("CPGW_TLS_KEY_FILE"),
+                     help="the client certificate's key (PEM) (env CPGW_TLS_KEY_FILE)")
+    tls.add_argument("--tls-server-name", default=env("CPGW_TLS_SERVER_NAME"),
+                     help="the name to expect in the gateway's certificate, when the target's is "
+                     "another (env CPGW_TLS_SERVER_NAME)")  # fmt: skip
     args = parser.parse_args(argv)
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        parser.error("--tls-cert-file and --tls-key-file go together")
+    if args.tls_cert_file and not args.tls_ca_file:
+        parser.error("--tls-cert-file needs --tls-ca-file")
     if args.max_attempts < 1:
         parser.error("--max-attempts must be at least 1")
     if args.poll:
@@ -683,6 +697,11 @@ def poll_settings(args) -> PollSettings:
     )
 
 
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 class BearerToken(grpc.UnaryUnaryClientInterceptor):
     """Sends `authorization: Bearer <token>` on every call, reading the token
     file each time: the kubelet rotates projected service-account tokens, so a
@@ -708,7 +727,18 @@ def main(argv: list[str]) -> int:
     if args.authority:
         options.append(("grpc.default_authority", args.authority))
 
-    with grpc.insecure_channel(args.target, options=options) as channel:
+    if args.tls_ca_file:
+        if args.tls_server_name:
+            options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read_bytes(args.tls_ca_file),
+            private_key=read_bytes(args.tls_key_file) if args.tls_key_file else None,
+            certificate_chain=read_bytes(args.tls_cert_file) if args.tls_cert_file else None,
+        )
+        channel = grpc.secure_channel(args.target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.target, options=options)
+    with channel:
         if args.token_file:
             channel = grpc.intercept_channel(channel, BearerToken(args.token_file))
         stub = pb_grpc.JobWorkerServiceStub(channel)

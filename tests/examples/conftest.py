@@ -310,6 +310,7 @@ def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator,
         host: str = "127.0.0.1",
         port: int | None = None,
         callers: dict[str, str] | None = None,
+        tls: "Pki | None" = None,
     ) -> ServedGateway:
         """`callers` maps caller names to bearer tokens the gateway accepts
         (their SHA-256 goes into --auth-tokens-file); without it the gateway
@@ -326,6 +327,11 @@ def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator,
                 json.dumps({name: hashlib.sha256(token.encode()).hexdigest() for name, token in callers.items()})
             )
             access = ["--auth-tokens-file", str(digests), "--auth-reload", "100ms"]
+        if tls is not None:
+            # Client certificates are a way in: the gateway needs no other.
+            access = [a for a in access if a != "--allow-unauthenticated"]
+            access += ["--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key),
+                       "--tls-client-ca-file", str(tls.ca)]  # fmt: skip
         env = {**_clean_env(), **standalone_emulator.aws_env}
         # No other credentials source, no instance metadata, no profiles.
         env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
@@ -450,3 +456,87 @@ def worker(request, dev: DevGateway):
     run.start = start
     run.finish = finish
     return run
+
+
+@dataclass
+class Pki:
+    """A CA, the gateway's certificate (127.0.0.1, localhost), and a worker's
+    client certificate with a SPIFFE ID, as PEM files."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory = tmp_path_factory.mktemp("pki")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject: str, key, issuer_name, issuer_key, *, ca=False, sans=(), usage=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                              key_encipherment=False, data_encipherment=False, key_agreement=False,
+                              encipher_only=False, decipher_only=False),
+                critical=True,
+            )  # fmt: skip
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name: str, data: bytes) -> Path:
+        path = directory / name
+        path.write_bytes(data)
+        return path
+
+    def pem_key(key) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "examples CA")])
+    ca = certificate("examples CA", ca_key, ca_name, ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = certificate(
+        "gateway", server_key, ca_name, ca_key,
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+    )  # fmt: skip
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = certificate(
+        "worker", client_key, ca_name, ca_key,
+        sans=[x509.UniformResourceIdentifier("spiffe://example.org/ns/ci/sa/worker")],
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )  # fmt: skip
+    encoding = serialization.Encoding.PEM
+    return Pki(
+        ca=write("ca.pem", ca.public_bytes(encoding)),
+        server_cert=write("server.pem", server.public_bytes(encoding)),
+        server_key=write("server-key.pem", pem_key(server_key)),
+        client_cert=write("client.pem", client.public_bytes(encoding)),
+        client_key=write("client-key.pem", pem_key(client_key)),
+    )

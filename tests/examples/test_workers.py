@@ -365,3 +365,26 @@ def test_worker_sends_the_bearer_token_from_its_token_file_reading_it_each_call(
     assert "token-three" not in run.stderr
     assert emulator.requests(third["jobId"]) == []
     assert [len(emulator.requests(j["jobId"])) for j in (first, second)] == [1, 1]
+
+
+def test_worker_speaks_tls_and_presents_its_client_certificate(worker, serve_gateway, standalone_emulator, pki):
+    """A gateway that serves TLS and takes client certificates as identities
+    (mTLS): the worker verifies the gateway and proves who it is, no token."""
+    gateway = serve_gateway({}, tls=pki)
+    emulator = standalone_emulator.control
+    tls = ["--tls-ca-file", str(pki.ca), "--tls-server-name", "localhost"]
+    mtls = [*tls, "--tls-cert-file", str(pki.client_cert), "--tls-key-file", str(pki.client_key)]
+
+    job = emulator.create_job("custom")
+    run = worker("--job-id", job["jobId"], *mtls, target=gateway.grpc_target)
+    assert run.returncode == 0, run.output
+    assert len(emulator.requests(job["jobId"])) == 1
+
+    # TLS without a client certificate (and no token): the gateway does not know it.
+    other = emulator.create_job("custom")
+    run = worker("--job-id", other["jobId"], *tls, target=gateway.grpc_target)
+    assert run.returncode == 1 and "failed: UNAUTHENTICATED" in run.stderr, run.output
+    # Plaintext to a TLS port gets nowhere.
+    run = worker("--job-id", other["jobId"], "--max-attempts", "1", "--deadline", "3", target=gateway.grpc_target)
+    assert run.returncode == 1, run.output
+    assert emulator.requests(other["jobId"]) == []
