@@ -627,3 +627,118 @@ async fn health_stays_open_without_a_credential() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn policy_and_token_files_reload_under_load_without_a_failed_call() {
+    use sha2::{Digest, Sha256};
+    let digest = |token: &str| -> String {
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let dir = Dir::new();
+    let tokens = dir.file(
+        "tokens.yaml",
+        &format!("ci-runner: {}\n", digest("busy-token")),
+    );
+    let policy = dir.file("policy.yaml", POLICY);
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        static_tokens_file: Some(tokens.clone()),
+        policy_file: Some(policy.clone()),
+        reload_interval: Duration::from_millis(50),
+        ..AccessSettings::default()
+    };
+    let h = common::start_with(settings).await;
+
+    // A caller allowed by every version of the files keeps calling...
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut busy = h.client.clone();
+    let load = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        tokio::spawn(async move {
+            let mut calls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && calls < 5_000 {
+                calls += 1;
+                if let Err(status) = busy
+                    .poll_for_jobs(with_bearer(poll_request(), "busy-token"))
+                    .await
+                {
+                    failures.lock().unwrap().push(status.code());
+                }
+            }
+            calls
+        })
+    };
+    // ...while a newcomer is added to both files, a broken policy is refused,
+    // and the newcomer's rule is taken away again.
+    let mut newcomer = h.client.clone();
+    let newcomer_polls = |client: &mut JobWorkerServiceClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .poll_for_jobs(with_bearer(poll_request(), "new-token"))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    };
+    assert_eq!(
+        newcomer_polls(&mut newcomer).await,
+        Err(Code::Unauthenticated)
+    );
+    std::fs::write(
+        &tokens,
+        format!(
+            "ci-runner: {}\nnewcomer: {}\n",
+            digest("busy-token"),
+            digest("new-token")
+        ),
+    )
+    .unwrap();
+    let wait_for = |want: Result<(), Code>| {
+        let mut client = newcomer.clone();
+        async move {
+            for _ in 0..100 {
+                if newcomer_polls(&mut client).await == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        wait_for(Err(Code::PermissionDenied)).await,
+        "the new token was never read"
+    );
+    std::fs::write(
+        &policy,
+        POLICY.replace("\"ci-runner\"", "\"ci-runner\", \"newcomer\""),
+    )
+    .unwrap();
+    assert!(wait_for(Ok(())).await, "the new rule was never read");
+    std::fs::write(&policy, "rules: [{broken").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        newcomer_polls(&mut h.client.clone()).await,
+        Ok(()),
+        "the last good policy stays"
+    );
+    std::fs::write(&policy, POLICY).unwrap();
+    assert!(
+        wait_for(Err(Code::PermissionDenied)).await,
+        "the rule was never taken away"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let calls = load.await.unwrap();
+    assert!(calls > 10, "{calls} calls");
+    assert_eq!(
+        *failures.lock().unwrap(),
+        [],
+        "calls failed during the reloads"
+    );
+}
