@@ -347,6 +347,19 @@ def test_network_policy_rules() -> None:
     assert https == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
 
 
+def test_network_policy_is_on_by_default_and_keeps_the_admin_port_for_monitoring() -> None:
+    docs = render({})
+    spec = find(docs, "NetworkPolicy")["spec"]
+    grpc_rule, metrics_rule = spec["ingress"]
+    # Every pod of the cluster may dial gRPC (and must authenticate); nothing from outside it.
+    assert grpc_rule["from"][0] == {"namespaceSelector": {}}
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}, "podSelector": {}}
+    ]
+    assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
+    assert "NetworkPolicy" not in [d["kind"] for d in render({"networkPolicy": {"enabled": False}})]
+
+
 def test_network_policy_options() -> None:
     docs = render(
         {
@@ -760,7 +773,7 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
             "terminationGracePeriodSeconds (45) must be longer than gateway.shutdownGrace (1m = 60s)",
         ),
         (
-            {"networkPolicy": {"enabled": True}},
+            {"networkPolicy": {"enabled": True, "grpcFrom": []}},
             "networkPolicy.enabled needs networkPolicy.grpcFrom",
         ),
         (

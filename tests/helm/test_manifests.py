@@ -40,7 +40,9 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
     """name -> (values, expected kinds)."""
     # Two ConfigMaps (settings, caller policy); the ClusterRoleBinding lets the
     # gateway read the API server's token keys.
-    base = sorted(["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"])
+    base = sorted(
+        ["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "NetworkPolicy", "Pod", "Service", "ServiceAccount"]
+    )
     everything = {
         "replicaCount": 3,
         "image": {"digest": "sha256:" + "a" * 64},
@@ -78,7 +80,8 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
             {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": None, "maxUnavailable": "50%"}},
             sorted(base + ["PodDisruptionBudget"]),
         ),
-        "networkpolicy": ({"networkPolicy": NETWORK_POLICY}, sorted(base + ["NetworkPolicy"])),
+        "networkpolicy": ({"networkPolicy": NETWORK_POLICY}, base),
+        "no-networkpolicy": ({"networkPolicy": {"enabled": False}}, [k for k in base if k != "NetworkPolicy"]),
         "servicemonitor": ({"serviceMonitor": SERVICE_MONITOR}, sorted(base + ["ServiceMonitor"])),
         "headless": ({"service": {"headless": {"enabled": True}}}, sorted(base + ["Service"])),
         # A volume from the operator's Secret; the chart renders no Secret.
@@ -101,13 +104,13 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         "tls-existing-secret": ({"tls": {"enabled": True, "existingSecret": "gateway-tls"}}, base),
         "no-serviceaccount-no-tests": (
             {"serviceAccount": {"create": False, "name": "existing"}, "tests": {"enabled": False}},
-            ["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "Service"],
+            ["ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment", "NetworkPolicy", "Service"],
         ),
         "everything": (
             everything,
             sorted(
                 base
-                + ["HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceMonitor"]
+                + ["HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ServiceMonitor"]
             ),
         ),
     }
