@@ -742,3 +742,164 @@ async fn policy_and_token_files_reload_under_load_without_a_failed_call() {
         "calls failed during the reloads"
     );
 }
+
+/// Kubernetes signs service-account tokens with RS256, and serves its keys
+/// over HTTPS behind OIDC discovery, to callers with a token of their own:
+/// the chart's default path, end to end.
+#[tokio::test]
+async fn rs256_tokens_with_keys_found_by_discovery_over_https_with_a_cluster_ca() {
+    use aws_lc_rs::{
+        rsa::{KeyPair as RsaKeyPair, KeySize},
+        signature::{KeyPair as _, RSA_PKCS1_SHA256},
+    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+
+    // The cluster CA and the "API server" certificate.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "cluster CA");
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let ca = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    server_params.subject_alt_names =
+        vec![SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())];
+    let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server_cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    // The issuer's RSA signing key, as a JWK.
+    let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let jwk = json!({
+        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "k8s-2026",
+        "n": URL_SAFE_NO_PAD.encode(rsa.public_key().modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(rsa.public_key().exponent().big_endian_without_leading_zero()),
+    });
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    const POD_TOKEN: &str = "the-gateway-pods-own-token";
+    let seen_authorization = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (base, seen) = (base.clone(), seen_authorization.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, base, seen, jwk) =
+                    (acceptor.clone(), base.clone(), seen.clone(), jwk.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let (base, seen, jwk) = (base.clone(), seen.clone(), jwk.clone());
+                        async move {
+                            let authorization = request
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            seen.lock().unwrap().push(authorization.clone());
+                            let body = match request.uri().path() {
+                                _ if authorization != format!("Bearer {POD_TOKEN}") => None,
+                                "/.well-known/openid-configuration" => Some(json!({
+                                    "issuer": base, "jwks_uri": format!("{base}/openid/v1/jwks"),
+                                })),
+                                "/openid/v1/jwks" => Some(json!({"keys": [jwk]})),
+                                _ => None,
+                            };
+                            let status = if body.is_some() {
+                                hyper::StatusCode::OK
+                            } else {
+                                hyper::StatusCode::UNAUTHORIZED
+                            };
+                            let mut response = Response::new(Full::new(Bytes::from(
+                                body.map(|b| b.to_string()).unwrap_or_default(),
+                            )));
+                            *response.status_mut() = status;
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+
+    let dir = Dir::new();
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        jwt: Some(JwtSettings {
+            issuer: base.clone(),
+            audiences: vec![AUDIENCE.into()],
+            keys: JwksLocation::Remote {
+                url: None,
+                ca_file: Some(dir.file("ca.crt", &ca_pem)),
+                bearer_token_file: Some(dir.file("token", &format!("{POD_TOKEN}\n"))),
+            },
+            refresh: Duration::from_secs(300),
+            min_refetch: Duration::from_millis(50),
+        }),
+        ..AccessSettings::default()
+    };
+    let mut h = common::start_with(settings).await;
+
+    // A token signed as the API server signs them: RS256.
+    let sign = |claims: &Value| {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k8s-2026","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let message = format!("{header}.{payload}");
+        let mut signature = vec![0; rsa.public_modulus_len()];
+        rsa.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            message.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
+    };
+    let mut claims = claims(CI);
+    claims["iss"] = json!(base);
+    let job = h.emulator.create_custom_job();
+    h.client
+        .put_job_success_result(with_bearer(common::success(&job.job_id), &sign(&claims)))
+        .await
+        .expect("an RS256 service-account token");
+    claims["aud"] = json!(["another-service"]);
+    let status = h
+        .client
+        .get_job_details(with_bearer(
+            v1::GetJobDetailsRequest {
+                job_id: job.job_id.clone(),
+            },
+            &sign(&claims),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let seen = seen_authorization.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|a| a == &format!("Bearer {POD_TOKEN}")),
+        "every fetch carried the pod's own token: {seen:?}"
+    );
+}
