@@ -34,7 +34,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::watched_file::Reload;
+use crate::watched_file::{Reload, every};
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,16 +140,8 @@ impl TlsFiles {
 
     /// Re-reads the files every `interval` for as long as they are in use.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let Some(files) = weak.upgrade() else { return };
-                let _ = tokio::task::spawn_blocking(move || files.reload()).await;
-            }
+        every(self, interval, |files| async move {
+            let _ = tokio::task::spawn_blocking(move || files.reload()).await;
         });
     }
 }

@@ -8,6 +8,7 @@
 //! Parse errors must never quote the file: it may hold secrets.
 
 use std::{
+    future::Future,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
@@ -123,19 +124,33 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
 
     /// Re-reads the file every `interval` for as long as it is in use.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let Some(file) = weak.upgrade() else { return };
-                // File reads block; keep them off the async workers.
-                let _ = tokio::task::spawn_blocking(move || file.reload()).await;
-            }
+        every(self, interval, |file| async move {
+            // File reads block; keep them off the async workers.
+            let _ = tokio::task::spawn_blocking(move || file.reload()).await;
         });
     }
+}
+
+/// Runs `tick` every `interval` (the first time one interval from now) for as
+/// long as `target` is in use elsewhere: the task holds only a weak
+/// reference, so dropping the last owner ends it.
+pub fn every<T, F, Fut>(target: &Arc<T>, interval: Duration, tick: F)
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(target);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(target) = weak.upgrade() else { return };
+            tick(target).await;
+        }
+    });
 }
 
 #[cfg(test)]

@@ -151,28 +151,7 @@ async fn emulator() -> Emulator {
     Emulator::start(EmulatorConfig::default()).await.unwrap()
 }
 
-/// A throwaway directory for the tests' files.
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let path = std::env::temp_dir().join(format!("cpgw-auth-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-
-    fn file(&self, name: &str, content: &str) -> std::path::PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::TempDir as Dir;
 
 /// ci may work Build jobs of the dev emulator's custom type; nobody else
 /// may do anything.
@@ -220,12 +199,7 @@ fn reason(status: &Status) -> String {
 async fn every_bad_token_is_unauthenticated_and_nothing_reaches_aws() {
     let key = SigningKey::new("key-1");
     let issuer = Issuer::start(&[&key]).await;
-    let mut settings = common::settings();
-    settings.access = AccessSettings {
-        jwt: Some(jwt_settings(&issuer)),
-        ..AccessSettings::default()
-    };
-    let mut h = common::start_with(settings).await;
+    let mut h = with_issuer(&issuer).await;
     let job = h.emulator.create_custom_job();
 
     let unknown_key = SigningKey::new("key-unknown");
@@ -339,12 +313,7 @@ async fn every_bad_token_is_unauthenticated_and_nothing_reaches_aws() {
 async fn a_rotated_signing_key_is_fetched_when_a_token_names_it() {
     let old = SigningKey::new("2026-01");
     let issuer = Issuer::start(&[&old]).await;
-    let mut settings = common::settings();
-    settings.access = AccessSettings {
-        jwt: Some(jwt_settings(&issuer)),
-        ..AccessSettings::default()
-    };
-    let mut h = common::start_with(settings).await;
+    let mut h = with_issuer(&issuer).await;
     let job = h.emulator.create_custom_job();
     let details = || v1::GetJobDetailsRequest {
         job_id: job.job_id.clone(),
@@ -384,6 +353,16 @@ async fn a_rotated_signing_key_is_fetched_when_a_token_names_it() {
         "{} fetches for 20 unknown key ids",
         issuer.fetches() - before
     );
+}
+
+/// A gateway that accepts the test issuer's tokens, with no policy.
+async fn with_issuer(issuer: &Issuer) -> common::Harness {
+    let mut settings = common::settings();
+    settings.access = AccessSettings {
+        jwt: Some(jwt_settings(issuer)),
+        ..AccessSettings::default()
+    };
+    common::start_with(settings).await
 }
 
 /// Two gateways (two replicas) against one emulator, with the same policy.

@@ -3,7 +3,6 @@
 mod common;
 
 use codepipeline_gateway::proto::{JOB_WORKER_SERVICE_NAME, v1::PutJobSuccessResultRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -149,15 +148,7 @@ async fn metrics_count_calls_by_method_and_code() {
         .await
         .unwrap_err();
 
-    let mut stream = tokio::net::TcpStream::connect(h.gateway.admin_addr())
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
+    let text = common::metrics(&h).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.contains(r#"cpgw_grpc_calls_total{method="PutJobSuccessResult",code="OK"} 1"#),

@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -81,27 +80,7 @@ impl Ca {
     }
 }
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let path = std::env::temp_dir().join(format!("cpgw-tls-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-
-    fn file(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::TempDir as Dir;
 
 const CI_WORKER: &str = "spiffe://example.org/ns/ci/sa/builder";
 const POLICY: &str = r#"

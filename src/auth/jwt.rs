@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{Caller, Method, Unauthenticated, jwks::JwksSource};
+use crate::watched_file::every;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
@@ -113,19 +114,8 @@ impl JwtVerifier {
             verified: Mutex::new(HashMap::new()),
         });
         verifier.refetch(Duration::ZERO).await;
-        let weak = Arc::downgrade(&verifier);
-        let refresh = settings.refresh;
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(refresh);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let Some(verifier) = weak.upgrade() else {
-                    return;
-                };
-                verifier.refetch(Duration::ZERO).await;
-            }
+        every(&verifier, settings.refresh, |verifier| async move {
+            verifier.refetch(Duration::ZERO).await;
         });
         verifier
     }

@@ -112,3 +112,27 @@ pub async fn metrics(h: &Harness) -> String {
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// A throwaway directory for a test's files, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!("cpgw-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// Writes `content` to `name` in the directory; returns its path.
+    pub fn file(&self, name: &str, content: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
