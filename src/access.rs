@@ -90,6 +90,20 @@ impl Access {
         self.job_types.remember(job_id, action_type.clone());
     }
 
+    /// Refuses at once a caller that no rule lets do `verb` at all, before
+    /// its job's action type is looked up: a caller with no business here
+    /// cannot make the gateway read jobs from AWS.
+    pub fn authorize_verb(&self, caller: &Caller, verb: Verb) -> Result<(), Refusal> {
+        match &self.policy {
+            Some(policy) if !policy.current().may_ever(&caller.identity, verb) => {
+                Err(Refusal::NotAuthorized {
+                    action_type: String::new(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `caller` may do `verb` on jobs of `action_type`; allowed when
     /// no policy is configured.
     pub fn authorize(

@@ -55,6 +55,14 @@ pub fn refusal_status(refusal: &Refusal, operation: &str, identity: &str) -> Sta
         Refusal::Unauthenticated(why) => {
             (Code::Unauthenticated, "UNAUTHENTICATED", why.to_string())
         }
+        Refusal::NotAuthorized { action_type } if action_type.is_empty() => {
+            meta.insert(metadata::IDENTITY.to_owned(), identity.to_owned());
+            (
+                Code::PermissionDenied,
+                "NOT_AUTHORIZED",
+                format!("{identity} may not call {operation} for jobs of any action type"),
+            )
+        }
         Refusal::NotAuthorized { action_type } => {
             meta.insert(metadata::ACTION_TYPE.to_owned(), action_type.clone());
             meta.insert(metadata::IDENTITY.to_owned(), identity.to_owned());

@@ -174,6 +174,15 @@ impl IdentityPattern {
 }
 
 impl Policy {
+    /// Whether some rule lets `identity` do `verb` to jobs of some action
+    /// type: when none does, a call can be refused without learning its
+    /// job's action type (which may cost a read from AWS).
+    pub fn may_ever(&self, identity: &str, verb: Verb) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.identities.iter().any(|p| p.matches(identity)) && rule.verbs.contains(&verb)
+        })
+    }
+
     /// Whether `identity` may do `verb` to jobs of `action_type`.
     pub fn allows(&self, identity: &str, verb: Verb, action_type: &ActionTypeId) -> bool {
         let actual = [
@@ -270,6 +279,10 @@ rules:
         assert!(!p.allows("system:serviceaccount:ci-other:runner", Verb::Poll, &build));
         assert!(!p.allows("system:serviceaccount:ci:", Verb::Poll, &build));
         assert!(!p.allows("system:serviceaccount:ops:deployer2", Verb::Poll, &build));
+        assert!(p.may_ever(ci, Verb::PutResult));
+        assert!(!p.may_ever("system:serviceaccount:web:frontend", Verb::PutResult));
+        assert!(p.may_ever("anyone", Verb::GetDetails));
+        assert!(!p.may_ever("anyone", Verb::Acknowledge));
         // Anyone may read details of test jobs, and do nothing else with them.
         assert!(p.allows("anonymous", Verb::GetDetails, &test));
         assert!(!p.allows("anonymous", Verb::PutResult, &test));

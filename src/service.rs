@@ -141,6 +141,11 @@ impl JobWorker {
         };
         if self.access.has_policy() {
             if record.action_type.is_none() {
+                // Learning the job's type may cost a read from AWS: not for
+                // a caller that no rule lets do this at all.
+                if let Err(refusal) = self.access.authorize_verb(&caller, O::VERB) {
+                    return refuse(refusal, record);
+                }
                 record.action_type = Some(
                     self.look_up_job_type(&subject, record.method, deadline)
                         .await?,
@@ -293,9 +298,10 @@ impl JobWorker {
     }
 }
 
-/// One event per call that changes a job's state, on its own `audit`
-/// target so that it can be routed apart: who, how authenticated, what, on
-/// which job of which action type, with what outcome. Never a secret.
+/// One event per call that would change a job's state (acknowledgements and
+/// results, refused ones included), on its own `audit` target so that it can
+/// be routed apart: who, how authenticated, what, on which job of which
+/// action type, with what outcome. Never a secret.
 fn audit<T>(record: &Record, outcome: &Outcome<T>) {
     let (outcome, aws_request_id) = match outcome {
         Ok(success) => ("OK", success.aws_request_id.as_deref()),
@@ -317,7 +323,7 @@ fn audit<T>(record: &Record, outcome: &Outcome<T>) {
         action_type = %record.action_type.as_ref().map(|t| ShowActionType(t).to_string()).unwrap_or_default(),
         outcome,
         aws_request_id = aws_request_id.unwrap_or(""),
-        "job state change"
+        "state-changing call"
     );
 }
 

@@ -161,7 +161,12 @@ rules:
     verbs: ["*"]
     actionTypes:
       - {category: Build, owner: Custom, provider: CpgwDevBuilder, version: "*"}
+  - identities: ["system:serviceaccount:deploy:*"]
+    verbs: ["*"]
+    actionTypes:
+      - {category: Deploy, owner: Custom, provider: Deployer, version: "*"}
 "#;
+const DEPLOYER: &str = "system:serviceaccount:deploy:pusher";
 
 fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -400,6 +405,22 @@ async fn the_policy_decides_by_identity_verb_and_the_jobs_action_type_on_every_r
     let other = key.sign(&claims(OTHER));
     let job = a.emulator.create_custom_job();
 
+    // Another namespace's service account may do nothing at all: refused
+    // before its job is looked up, so it cannot make the gateway read jobs.
+    let unknown_job = a.emulator.create_custom_job();
+    let status = b
+        .client
+        .put_job_success_result(with_bearer(common::success(&unknown_job.job_id), &other))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let info = status.get_details_error_info().unwrap();
+    assert!(
+        !info.metadata.contains_key(metadata::ACTION_TYPE),
+        "{info:?}"
+    );
+    assert_eq!(info.metadata[metadata::IDENTITY], OTHER);
+
     // Another namespace's service account may not even poll.
     let status = a
         .client
@@ -443,8 +464,18 @@ async fn the_policy_decides_by_identity_verb_and_the_jobs_action_type_on_every_r
             token,
         )
     };
+    // A caller that no rule lets acknowledge anything is refused at once...
     let status = b.client.acknowledge_job(ack(&other)).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(a.emulator.requests().is_empty(), "no lookup for it");
+    // ...one allowed on other action types only after the lookup.
+    let deployer = key.sign(&claims(DEPLOYER));
+    let status = b.client.acknowledge_job(ack(&deployer)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.get_details_error_info().unwrap().metadata[metadata::ACTION_TYPE],
+        "Build/Custom/CpgwDevBuilder/1"
+    );
     assert_eq!(
         a.emulator
             .requests()

@@ -424,7 +424,7 @@ async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
     assert_eq!(
         fields[0],
         serde_json::json!({
-            "message": "job state change",
+            "message": "state-changing call",
             "caller": "ci-runner",
             "auth_method": "static_token",
             "operation": "PutJobSuccessResult",
