@@ -12,7 +12,7 @@
 //!   ([`jwt`]): `authorization: Bearer <jwt>`, verified locally against the
 //!   issuer's keys.
 //!
-//! With neither configured, the operator must have said
+//! With none configured, the operator must have said
 //! `--allow-unauthenticated`, and every caller is [`Caller::anonymous`].
 
 pub mod jwks;
