@@ -6,7 +6,8 @@ comment, followed by a ```text block with the expected output (stdout and
 stderr together). In expected output, `<request id>` and other `<lower case
 words>` stand for any text on that line. Recipes run in page order, each with
 GATEWAY, JOB_ID, PARTNER_JOB_ID and CLIENT_TOKEN set to a fresh dev instance's
-values and EMULATOR to its control API, under `bash -euo pipefail`, in one
+values and EMULATOR to its control API (and SECURE_GATEWAY / TOKEN to a
+gateway that wants a bearer token), under `bash -euo pipefail`, in one
 scratch directory (the lifecycle recipes keep what a poll returned there).
 """
 
@@ -90,8 +91,39 @@ def normalize(output: str) -> str:
     return "\n".join(line.rstrip() for line in output.strip("\n").splitlines()) + "\n"
 
 
+SECURE_TOKEN = "recipes-token-4dd1"
+
+
 @pytest.fixture(scope="module")
-def grpcurl_env(dev) -> dict[str, str]:
+def secure_gateway(gateway_binary, standalone_emulator, tmp_path_factory):
+    """`codepipeline-gateway serve` with a static bearer token, for the
+    recipes that show a gateway checking who calls."""
+    import hashlib
+    import json
+
+    from conftest import _clean_env, _start, _stop, free_ports
+
+    tokens = tmp_path_factory.mktemp("secure") / "tokens.json"
+    tokens.write_text(json.dumps({"grpcurl-user": hashlib.sha256(SECURE_TOKEN.encode()).hexdigest()}))
+    grpc_port, admin_port = free_ports(2)
+    env = {**_clean_env(), **standalone_emulator.aws_env}
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    process, _, _ = _start(
+        [
+            str(gateway_binary), "serve",
+            "--listen", f"127.0.0.1:{grpc_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+            "--auth-tokens-file", str(tokens), "--shutdown-grace", "1s",
+        ],
+        env,
+        "gateway listening",
+        "codepipeline-gateway serve",
+    )  # fmt: skip
+    yield f"127.0.0.1:{grpc_port}"
+    _stop(process)
+
+
+@pytest.fixture(scope="module")
+def grpcurl_env(dev, secure_gateway) -> dict[str, str]:
     grpcurl = Path(sys.executable).parent / "grpcurl"
     if not grpcurl.exists():
         found = shutil.which("grpcurl")
@@ -108,6 +140,8 @@ def grpcurl_env(dev) -> dict[str, str]:
         JOB_ID=custom["jobId"],
         PARTNER_JOB_ID=partner["jobId"],
         CLIENT_TOKEN=partner["clientToken"],
+        SECURE_GATEWAY=secure_gateway,
+        TOKEN=SECURE_TOKEN,
     )
 
 
