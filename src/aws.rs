@@ -229,6 +229,12 @@ where
                 error_chain(&error)
             ),
         ),
+        // No connection was made (refused, DNS, TLS handshake): the request
+        // was never sent, so it cannot have been applied.
+        SdkError::DispatchFailure(_) if never_connected(&error) => CallError::new(
+            ErrorKind::Transport,
+            format!("could not connect to CodePipeline: {}", error_chain(&error)),
+        ),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             let mut call_error = CallError::new(
                 ErrorKind::Transport,
@@ -243,6 +249,21 @@ where
         }
         _ => CallError::new(ErrorKind::Unexpected, error_chain(&error)),
     }
+}
+
+/// Whether the HTTP client failed while connecting, before any byte of the
+/// request could be written.
+fn never_connected(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(|e| e.is_connect())
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn has_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -120,3 +120,54 @@ async fn a_retry_after_an_applied_but_unanswered_attempt_says_so() {
         JobState::Succeeded
     );
 }
+
+#[tokio::test]
+async fn a_refused_connection_was_never_sent_so_no_outcome_is_unknown() {
+    // An address where nothing listens: every attempt fails to connect.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let emulator = codepipeline_emulator::Emulator::start(Default::default())
+        .await
+        .unwrap();
+    let config = emulator.config().clone();
+    let client = codepipeline_gateway::aws::client_for_endpoint(
+        &endpoint,
+        &config.region,
+        &config.access_key_id,
+        &config.secret_access_key,
+    )
+    .await;
+    let gateway = codepipeline_gateway::server::Gateway::start(common::settings(), client)
+        .await
+        .unwrap();
+    let mut worker = common::connect(&gateway).await;
+    let job = emulator.create_custom_job();
+    let status = worker
+        .put_job_success_result(success(&job.job_id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(
+        info.metadata[metadata::ATTEMPTS],
+        "3",
+        "retried as transient"
+    );
+    // Nothing was sent: the worker must not read a later INVALID_JOB_STATE
+    // as "my report landed".
+    assert!(
+        !info.metadata.contains_key(metadata::OUTCOME_UNKNOWN),
+        "{info:?}"
+    );
+    assert!(
+        !info
+            .metadata
+            .contains_key(metadata::EARLIER_ATTEMPT_MAY_HAVE_APPLIED),
+        "{info:?}"
+    );
+    assert!(
+        !status.message().contains("may have been applied"),
+        "{status:?}"
+    );
+}
