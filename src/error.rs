@@ -79,6 +79,19 @@ pub fn refusal_status(refusal: &Refusal, operation: &str, identity: &str) -> Sta
     Status::with_error_details(code, message, details)
 }
 
+/// A request body that is not the method's protobuf message (garbage, or
+/// another message): the caller's mistake, and nothing was sent to AWS.
+pub fn undecodable_request_status(problem: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    let meta = HashMap::from([(metadata::ATTEMPTS.to_owned(), "0".to_owned())]);
+    details.set_error_info("UNDECODABLE_REQUEST", GATEWAY_DOMAIN, meta);
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("the request body is not this method's protobuf message: {problem}"),
+        details,
+    )
+}
+
 /// A request that failed local validation: nothing was sent to AWS.
 pub fn invalid_request_status(invalid: &InvalidRequest) -> Status {
     let reason = if invalid.output_variables_too_large {

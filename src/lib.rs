@@ -18,6 +18,7 @@ pub mod aws;
 pub mod call;
 pub mod cli;
 pub mod client_tokens;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod deadline;

@@ -355,3 +355,53 @@ async fn third_party_rules_at_their_boundaries() {
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(h.emulator.requests().len(), 1);
 }
+
+/// Bytes that are no protobuf message at all, sent as real HTTP/2 frames (no
+/// gRPC client library would send them): the caller's mistake, so
+/// INVALID_ARGUMENT with an ErrorInfo, not INTERNAL, and nothing reaches AWS.
+#[tokio::test]
+async fn a_body_that_is_not_the_message_is_invalid_argument() {
+    let h = common::start().await;
+    let addr = h.gateway.grpc_addr();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/codepipeline_gateway.v1.JobWorkerService/PutJobSuccessResult"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    // One uncompressed gRPC message: flag 0, a 4-byte length, then garbage
+    // (0xff starts a varint that never ends).
+    let garbage = [0xffu8; 7];
+    let mut message = vec![0u8];
+    message.extend((garbage.len() as u32).to_be_bytes());
+    message.extend(garbage);
+    body.send_data(bytes::Bytes::from(message), true).unwrap();
+    let response = response.await.unwrap();
+    let (parts, mut stream) = response.into_parts();
+    let mut fields = parts.headers.clone();
+    while let Some(chunk) = stream.data().await {
+        chunk.unwrap();
+    }
+    if let Some(trailers) = stream.trailers().await.unwrap() {
+        fields.extend(trailers);
+    }
+    let status = tonic::Status::from_header_map(&fields).expect("a gRPC status");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("not this method's protobuf message"),
+        "{status:?}"
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "UNDECODABLE_REQUEST");
+    assert_eq!(info.metadata["attempts"], "0");
+    assert!(h.emulator.requests().is_empty());
+}
