@@ -17,7 +17,7 @@
 use std::{
     io,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::Duration,
 };
 
@@ -34,7 +34,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::watched_file::{Reload, every};
+use crate::watched_file::WatchedFile;
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,123 +49,65 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// The files as last read, to tell a change from a repeat.
-#[derive(Clone, PartialEq, Eq)]
-struct Raw {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
-}
-
+/// The TLS files, re-read together as one watched file.
 pub struct TlsFiles {
-    settings: TlsSettings,
-    current: RwLock<(Raw, Arc<ServerConfig>)>,
-    refused: Mutex<Option<Result<Raw, String>>>,
-}
-
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the TLS {what} {}: {e}", path.display()))
+    files: Arc<WatchedFile<ServerConfig>>,
+    verifies_clients: bool,
 }
 
 impl TlsFiles {
     /// Reads the files; a missing or unusable one stops start-up.
     pub fn load(settings: TlsSettings) -> Result<Arc<TlsFiles>, String> {
-        let raw = Self::read_all(&settings)?;
-        let config = build(&raw, &settings)?;
-        tracing::info!(
-            cert = %settings.cert_file.display(),
-            client_certificates = settings.client_ca_file.is_some(),
-            "TLS configured"
-        );
+        let mut paths = vec![settings.cert_file.clone(), settings.key_file.clone()];
+        paths.extend(settings.client_ca_file.clone());
+        let verifies_clients = settings.client_ca_file.is_some();
+        let files =
+            WatchedFile::load_together("TLS files", paths, move |raw| build(raw, &settings))?;
+        tracing::info!(client_certificates = verifies_clients, "TLS configured");
         Ok(Arc::new(TlsFiles {
-            settings,
-            current: RwLock::new((raw, config)),
-            refused: Mutex::new(None),
+            files: Arc::new(files),
+            verifies_clients,
         }))
-    }
-
-    fn read_all(settings: &TlsSettings) -> Result<Raw, String> {
-        Ok(Raw {
-            cert: read(&settings.cert_file, "certificate")?,
-            key: read(&settings.key_file, "key")?,
-            client_ca: settings
-                .client_ca_file
-                .as_deref()
-                .map(|path| read(path, "client CA bundle"))
-                .transpose()?,
-        })
     }
 
     /// Whether client certificates are verified (and so are identities).
     pub fn verifies_clients(&self) -> bool {
-        self.settings.client_ca_file.is_some()
+        self.verifies_clients
     }
 
     /// The acceptor for a new connection, with the current configuration.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().expect("lock").1.clone())
+        TlsAcceptor::from(self.files.get())
     }
 
-    /// Re-reads the files and takes them if they changed and work together.
-    pub fn reload(&self) -> Reload {
-        let problem = match Self::read_all(&self.settings) {
-            Err(error) => Err(error),
-            Ok(raw) if raw == self.current.read().expect("lock").0 => {
-                *self.refused.lock().expect("lock") = None;
-                return Reload::Unchanged;
-            }
-            Ok(raw) => match build(&raw, &self.settings) {
-                Ok(config) => {
-                    *self.current.write().expect("lock") = (raw, config);
-                    *self.refused.lock().expect("lock") = None;
-                    tracing::info!(cert = %self.settings.cert_file.display(), "TLS files reloaded");
-                    return Reload::Reloaded;
-                }
-                Err(error) => Ok((raw, error)),
-            },
-        };
-        // Remember what was refused (the files, or the read error), to warn once.
-        let (key, error) = match problem {
-            Err(error) => (Err(error.clone()), error),
-            Ok((raw, error)) => (Ok(raw), error),
-        };
-        let mut refused = self.refused.lock().expect("lock");
-        let warned = refused.as_ref() != Some(&key);
-        if warned {
-            tracing::warn!(%error, "refusing the changed TLS files; keeping the last good ones");
-        }
-        *refused = Some(key);
-        Reload::Refused { warned }
-    }
-
-    /// Re-reads the files every `interval` for as long as they are in use.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
-        every(self, interval, |files| async move {
-            let _ = tokio::task::spawn_blocking(move || files.reload()).await;
-        });
+    /// Re-reads the files every `interval`; connections already open keep
+    /// the configuration they started with.
+    pub fn watch(&self, interval: Duration) {
+        self.files.watch(interval);
     }
 }
 
 /// A rustls server configuration from PEM files: the certificate chain and
 /// its key (which must match), ALPN `h2` for gRPC, and, with a client CA
 /// bundle, optional client certificates verified against it.
-fn build(raw: &Raw, settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
+fn build(raw: &[Vec<u8>], settings: &TlsSettings) -> Result<ServerConfig, String> {
+    let (cert, key, client_ca) = (&raw[0], &raw[1], raw.get(2));
     let cert_path = settings.cert_file.display();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&raw.cert)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{cert_path} holds no valid PEM certificate: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{cert_path} holds no certificate"));
     }
     // Never quote the key file: it is a secret.
-    let key = PrivateKeyDer::from_pem_slice(&raw.key).map_err(|_| {
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|_| {
         format!(
             "{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
             settings.key_file.display()
         )
     })?;
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let verifier: Arc<dyn ClientCertVerifier> = match &raw.client_ca {
+    let verifier: Arc<dyn ClientCertVerifier> = match client_ca {
         None => WebPkiClientVerifier::no_client_auth(),
         Some(bundle) => {
             let ca_path = settings
@@ -196,7 +138,7 @@ fn build(raw: &Raw, settings: &TlsSettings) -> Result<Arc<ServerConfig>, String>
         .with_single_cert(certs, key)
         .map_err(|e| format!("{cert_path} and its key do not work together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// TLS connections from `listener`: each handshake runs on its own task

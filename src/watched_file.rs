@@ -17,25 +17,30 @@ use std::{
 /// Parses a file's bytes; the error names the problem, never the content.
 pub type Parse<T> = fn(&[u8], &Path) -> Result<T, String>;
 
+/// Parses the bytes of files read together, in the order they were named.
+type ParseAll<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>;
+
 pub struct WatchedFile<T> {
     /// What the file is, for logs: "client-token file", "policy file", ...
     what: &'static str,
-    path: PathBuf,
-    parse: Parse<T>,
+    /// One file, or files that only make sense together (a certificate and
+    /// its key): a change to any of them is taken or refused as a whole.
+    paths: Vec<PathBuf>,
+    parse: ParseAll<T>,
     current: RwLock<Arc<Version<T>>>,
     /// The last change that was refused, so that it is warned about once.
     refused: Mutex<Option<Refused>>,
 }
 
 struct Version<T> {
-    raw: Vec<u8>,
+    raw: Vec<Vec<u8>>,
     value: Arc<T>,
 }
 
 #[derive(PartialEq)]
 enum Refused {
     Unreadable(String),
-    Broken(Vec<u8>),
+    Broken(Vec<Vec<u8>>),
 }
 
 /// What one look at the file did.
@@ -53,14 +58,24 @@ pub enum Reload {
 impl<T: Send + Sync + 'static> WatchedFile<T> {
     /// Reads the file once; a missing or broken file is an error.
     pub fn load(what: &'static str, path: &Path, parse: Parse<T>) -> Result<Self, String> {
-        let raw = std::fs::read(path)
-            .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-        let value = parse(&raw, path)?;
-        tracing::info!(path = %path.display(), "{what} loaded");
+        let owned = path.to_owned();
+        Self::load_together(what, vec![owned.clone()], move |raw| parse(&raw[0], &owned))
+    }
+
+    /// Reads files that belong together once; a missing or broken one is an
+    /// error. `parse` gets their bytes in the order of `paths`.
+    pub fn load_together(
+        what: &'static str,
+        paths: Vec<PathBuf>,
+        parse: impl Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let raw = read_all(what, &paths)?;
+        let value = parse(&raw)?;
+        tracing::info!(path = %paths[0].display(), "{what} loaded");
         Ok(WatchedFile {
             what,
-            path: path.to_owned(),
-            parse,
+            paths,
+            parse: Box::new(parse),
             current: RwLock::new(Arc::new(Version {
                 raw,
                 value: Arc::new(value),
@@ -77,13 +92,12 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
     /// Re-reads the file and takes it if it changed and parses.
     pub fn reload(&self) -> Reload {
         let what = self.what;
-        let raw = match std::fs::read(&self.path) {
+        let raw = match read_all(what, &self.paths) {
             Ok(raw) => raw,
             Err(error) => {
-                let error = error.to_string();
                 let warned = self.refuse_again(Refused::Unreadable(error.clone()));
                 if warned {
-                    tracing::warn!(path = %self.path.display(), %error, "cannot re-read the {what}; keeping the last good version");
+                    tracing::warn!(%error, "keeping the last good version of the {what}");
                 }
                 return Reload::Refused { warned };
             }
@@ -92,9 +106,9 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
             *self.refused.lock().expect("lock") = None;
             return Reload::Unchanged;
         }
-        match (self.parse)(&raw, &self.path) {
+        match (self.parse)(&raw) {
             Ok(value) => {
-                tracing::info!(path = %self.path.display(), "{what} reloaded");
+                tracing::info!(path = %self.paths[0].display(), "{what} reloaded");
                 *self.current.write().expect("lock") = Arc::new(Version {
                     raw,
                     value: Arc::new(value),
@@ -129,6 +143,16 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
             let _ = tokio::task::spawn_blocking(move || file.reload()).await;
         });
     }
+}
+
+fn read_all(what: &str, paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
+    paths
+        .iter()
+        .map(|path| {
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+        })
+        .collect()
 }
 
 /// Runs `tick` every `interval` (the first time one interval from now) for as
@@ -190,6 +214,25 @@ pub(crate) mod tests {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| "not a number".to_owned())
+    }
+
+    #[test]
+    fn files_read_together_change_together() {
+        let dir = TempDir::new();
+        let (a, b) = (dir.file("a", "1"), dir.file("b", "2"));
+        let sum = |raw: &[Vec<u8>]| -> Result<u32, String> {
+            raw.iter()
+                .map(|r| number(r, Path::new("")))
+                .sum::<Result<u32, String>>()
+        };
+        let files = WatchedFile::load_together("numbers", vec![a.clone(), b.clone()], sum).unwrap();
+        assert_eq!(*files.get(), 3);
+        std::fs::write(&b, "5").unwrap();
+        assert_eq!(files.reload(), Reload::Reloaded);
+        assert_eq!(*files.get(), 6);
+        std::fs::remove_file(&a).unwrap();
+        assert_eq!(files.reload(), Reload::Refused { warned: true });
+        assert_eq!(*files.get(), 6, "the last good pair stays");
     }
 
     #[test]
