@@ -124,6 +124,11 @@ impl Issuer {
         issuer
     }
 
+    /// The key set becomes exactly `keys` (the others are withdrawn).
+    fn replace(&self, keys: &[&SigningKey]) {
+        *self.keys.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
     fn publish(&self, key: &SigningKey) {
         self.keys.lock().unwrap().push(key.jwk.clone());
     }
@@ -911,5 +916,42 @@ async fn rs256_tokens_with_keys_found_by_discovery_over_https_with_a_cluster_ca(
     assert!(
         seen.iter().all(|a| a == &format!("Bearer {POD_TOKEN}")),
         "every fetch carried the pod's own token: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_vouching_for_tokens_even_cached_ones() {
+    let compromised = SigningKey::new("compromised");
+    let issuer = Issuer::start(&[&compromised]).await;
+    let mut h = with_issuer(&issuer).await;
+    let job = h.emulator.create_custom_job();
+    let details = || v1::GetJobDetailsRequest {
+        job_id: job.job_id.clone(),
+    };
+    let token = compromised.sign(&claims(CI));
+    h.client
+        .get_job_details(with_bearer(details(), &token))
+        .await
+        .expect("valid, and now cached");
+
+    // The issuer rotates the key out; the next fetch (here on a token naming
+    // the new key) sees it gone.
+    let next = SigningKey::new("next");
+    issuer.replace(&[&next]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.client
+        .get_job_details(with_bearer(details(), &next.sign(&claims(CI))))
+        .await
+        .expect("the new key");
+    let status = h
+        .client
+        .get_job_details(with_bearer(details(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        h.emulator.requests().len(),
+        2,
+        "the refused call sent nothing"
     );
 }

@@ -39,8 +39,11 @@ pub struct Remote {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     location: Location,
     /// Sent as `Authorization: Bearer` (the pod's service-account token,
-    /// re-read on every fetch since the kubelet rotates it).
+    /// re-read on every fetch since the kubelet rotates it), and only to the
+    /// configured URL's origin: a discovery document naming another host
+    /// does not get the pod's credential.
     bearer_token_file: Option<PathBuf>,
+    origin: Uri,
 }
 
 enum Location {
@@ -70,12 +73,15 @@ impl JwksSource {
         ca_file: Option<&std::path::Path>,
         bearer_token_file: Option<PathBuf>,
     ) -> Result<JwksSource, String> {
-        let location = match jwks_url {
-            Some(url) => Location::Jwks(checked_url(url, "--auth-jwks-url")?),
-            None => {
-                checked_url(issuer, "--auth-jwt-issuer")?;
-                Location::Discover(issuer.trim_end_matches('/').to_owned())
+        let (location, origin) = match jwks_url {
+            Some(url) => {
+                let url = checked_url(url, "--auth-jwks-url")?;
+                (Location::Jwks(url.clone()), url)
             }
+            None => (
+                Location::Discover(issuer.trim_end_matches('/').to_owned()),
+                checked_url(issuer, "--auth-jwt-issuer")?,
+            ),
         };
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_roots() {
@@ -109,6 +115,7 @@ impl JwksSource {
             client,
             location,
             bearer_token_file,
+            origin,
         })))
     }
 
@@ -148,6 +155,20 @@ fn checked_url(url: &str, flag: &str) -> Result<Uri, String> {
     }
 }
 
+/// Same scheme, host and port.
+fn same_origin(a: &Uri, b: &Uri) -> bool {
+    let port = |uri: &Uri| {
+        uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        })
+    };
+    a.scheme() == b.scheme()
+        && a.host().map(str::to_ascii_lowercase) == b.host().map(str::to_ascii_lowercase)
+        && port(a) == port(b)
+}
+
 impl Remote {
     async fn fetch(&self) -> Result<JwkSet, String> {
         let jwks_url = match &self.location {
@@ -166,7 +187,10 @@ impl Remote {
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
         let mut request = Request::get(url).header(header::ACCEPT, "application/json");
-        if let Some(path) = &self.bearer_token_file {
+        let to_origin = url
+            .parse::<Uri>()
+            .is_ok_and(|uri| same_origin(&uri, &self.origin));
+        if let Some(path) = self.bearer_token_file.as_ref().filter(|_| to_origin) {
             let token = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.trim()));
@@ -200,6 +224,26 @@ impl Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pods_token_goes_only_to_the_configured_origin() {
+        let origin: Uri = "https://kubernetes.default.svc/openid/v1/jwks"
+            .parse()
+            .unwrap();
+        for same in [
+            "https://kubernetes.default.svc/.well-known/openid-configuration",
+            "https://KUBERNETES.default.svc:443/openid/v1/jwks",
+        ] {
+            assert!(same_origin(&same.parse().unwrap(), &origin), "{same}");
+        }
+        for other in [
+            "https://kubernetes.default.svc:6443/openid/v1/jwks",
+            "https://attacker.example/openid/v1/jwks",
+            "http://kubernetes.default.svc/openid/v1/jwks",
+        ] {
+            assert!(!same_origin(&other.parse().unwrap(), &origin), "{other}");
+        }
+    }
 
     #[test]
     fn keys_travel_over_https_or_stay_on_loopback() {

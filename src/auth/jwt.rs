@@ -131,7 +131,15 @@ impl JwtVerifier {
             Ok(set) => {
                 let keys = usable_keys(&set);
                 tracing::info!(issuer = %self.issuer, keys = keys.len(), "token issuer keys fetched");
-                *self.keys.write().expect("lock") = Arc::new(keys);
+                let mut current = self.keys.write().expect("lock");
+                // A key the issuer withdrew (rotated out, or compromised) must
+                // stop vouching for tokens at once, cached ones included.
+                let withdrawn = current.keys().any(|kid| !keys.contains_key(kid));
+                *current = Arc::new(keys);
+                drop(current);
+                if withdrawn {
+                    self.verified.lock().expect("lock").clear();
+                }
             }
             Err(error) => {
                 tracing::warn!(issuer = %self.issuer, %error, "cannot fetch the token issuer's keys; keeping the last ones");
