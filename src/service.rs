@@ -134,10 +134,13 @@ impl JobWorker {
         };
         let subject = O::subject(&checked);
         record.job_id = subject.job_id.map(str::to_owned);
+        // The job's type decides the policy and goes into the audit event;
+        // a plain read without a policy needs neither.
+        let needs_type = self.access.has_policy() || O::VERB.changes_state();
         record.action_type = match (subject.action_type, subject.job_id) {
             (Some(polled), _) => Some(polled.clone()),
-            (None, Some(job_id)) => self.access.known_job_type(job_id),
-            (None, None) => None,
+            (None, Some(job_id)) if needs_type => self.access.known_job_type(job_id),
+            (None, _) => None,
         };
         if self.access.has_policy() {
             if record.action_type.is_none() {
