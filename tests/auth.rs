@@ -21,9 +21,7 @@ use codepipeline_emulator::{Emulator, EmulatorConfig};
 use codepipeline_gateway::{
     config::{AccessSettings, ClientTokenSettings, JwksLocation, JwtSettings},
     error::metadata,
-    proto::v1::{
-        self, ActionCategory, ActionOwner, job_worker_service_client::JobWorkerServiceClient,
-    },
+    proto::v1::{self, job_worker_service_client::JobWorkerServiceClient},
 };
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
@@ -129,6 +127,11 @@ impl Issuer {
         *self.keys.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
     }
 
+    /// Adds an arbitrary JWK (say, a huge one) to the key set.
+    fn publish_raw(&self, jwk: Value) {
+        self.keys.lock().unwrap().push(jwk);
+    }
+
     fn publish(&self, key: &SigningKey) {
         self.keys.lock().unwrap().push(key.jwk.clone());
     }
@@ -181,21 +184,8 @@ fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-fn custom_type() -> v1::ActionTypeId {
-    v1::ActionTypeId {
-        category: ActionCategory::Build.into(),
-        owner: ActionOwner::Custom.into(),
-        provider: "CpgwDevBuilder".into(),
-        version: "1".into(),
-    }
-}
-
 fn poll_request() -> v1::PollForJobsRequest {
-    v1::PollForJobsRequest {
-        action_type_id: Some(custom_type()),
-        max_batch_size: Some(10),
-        ..Default::default()
-    }
+    common::poll(10)
 }
 
 fn reason(status: &Status) -> String {
@@ -954,4 +944,27 @@ async fn a_withdrawn_key_stops_vouching_for_tokens_even_cached_ones() {
         2,
         "the refused call sent nothing"
     );
+}
+
+#[tokio::test]
+async fn an_oversized_key_set_is_refused_and_no_token_passes_meanwhile() {
+    // The real key, plus 2 MB of junk: over the 1 MiB the gateway reads.
+    let key = SigningKey::new("real");
+    let issuer = Issuer::start(&[&key]).await;
+    issuer.publish_raw(json!({"kty": "oct", "kid": "junk", "k": "A".repeat(2_000_000)}));
+    let mut h = with_issuer(&issuer).await;
+    let job = h.emulator.create_custom_job();
+    let status = h
+        .client
+        .get_job_details(with_bearer(
+            v1::GetJobDetailsRequest {
+                job_id: job.job_id.clone(),
+            },
+            &key.sign(&claims(CI)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "ISSUER_KEYS_UNAVAILABLE");
+    assert!(h.emulator.requests().is_empty());
 }

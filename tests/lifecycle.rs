@@ -16,14 +16,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn custom_type() -> v1::ActionTypeId {
-    v1::ActionTypeId {
-        category: ActionCategory::Build.into(),
-        owner: ActionOwner::Custom.into(),
-        provider: "CpgwDevBuilder".into(),
-        version: "1".into(),
-    }
-}
+use common::{custom_type, poll};
 
 fn partner_type() -> v1::ActionTypeId {
     v1::ActionTypeId {
@@ -31,14 +24,6 @@ fn partner_type() -> v1::ActionTypeId {
         owner: ActionOwner::ThirdParty.into(),
         provider: "CpgwDevPartner".into(),
         version: "1".into(),
-    }
-}
-
-fn poll(max: i32) -> v1::PollForJobsRequest {
-    v1::PollForJobsRequest {
-        action_type_id: Some(custom_type()),
-        max_batch_size: Some(max),
-        query_param: Default::default(),
     }
 }
 

@@ -44,6 +44,31 @@ fn gateway_command(emulator: &Emulator, args: &[&str]) -> Command {
     command
 }
 
+/// The gateway on loopback ports, logging JSON at trace level (so that a
+/// secret logged anywhere would show), with `extra` flags.
+async fn traced_gateway(
+    emulator: &Emulator,
+    extra: &[&str],
+) -> (Child, String, mpsc::UnboundedReceiver<String>) {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--shutdown-grace",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = gateway_command(emulator, &args)
+        .env("RUST_LOG", "trace")
+        .spawn()
+        .unwrap();
+    let (addr, lines) = started(&mut child).await;
+    (child, addr, lines)
+}
+
 /// Collects every stderr line; returns the gRPC address once it is logged.
 async fn started(child: &mut Child) -> (String, mpsc::UnboundedReceiver<String>) {
     let (lines_tx, mut lines_rx) = mpsc::unbounded_channel();
@@ -182,22 +207,7 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() {
 #[tokio::test]
 async fn secrets_never_reach_the_logs_even_at_trace_level() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let mut command = gateway_command(
-        &emulator,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--shutdown-grace",
-            "1s",
-        ],
-    );
-    command.env("RUST_LOG", "trace");
-    let mut child = command.spawn().unwrap();
-    let (addr, lines) = started(&mut child).await;
+    let (mut child, addr, lines) = traced_gateway(&emulator, &[]).await;
     let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -351,25 +361,8 @@ async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
         .collect();
     let tokens = dir.join("tokens.yaml");
     std::fs::write(&tokens, format!("ci-runner: {digest}\n")).unwrap();
-    let mut child = gateway_command(
-        &emulator,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--shutdown-grace",
-            "1s",
-            "--auth-tokens-file",
-            tokens.to_str().unwrap(),
-        ],
-    )
-    .env("RUST_LOG", "trace")
-    .spawn()
-    .unwrap();
-    let (addr, lines) = started(&mut child).await;
+    let (mut child, addr, lines) =
+        traced_gateway(&emulator, &["--auth-tokens-file", tokens.to_str().unwrap()]).await;
     let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -459,4 +452,143 @@ async fn serve_refuses_to_start_without_authentication() {
             && stderr.contains("--allow-unauthenticated"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn refused_credentials_reach_neither_aws_nor_the_logs() {
+    use aws_lc_rs::{
+        rand::SystemRandom,
+        signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+    };
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use sha2::{Digest, Sha256};
+
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("cpgw-refused-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    // A known static token whose caller the policy does not allow.
+    const KNOWN: &str = "known-but-not-allowed-SECRET-4716";
+    let digest: String = Sha256::digest(KNOWN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = write("tokens.yaml", &format!("ci-runner: {digest}\n"));
+    let policy = write(
+        "policy.yaml",
+        r#"rules: [{identities: [someone-else], verbs: ["*"], actionTypes: [{category: "*", owner: "*", provider: "*", version: "*"}]}]"#,
+    );
+    // The issuer's key, and a stranger's key claiming the issuer's kid.
+    let key = |kid: &str| {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+        (pkcs8.as_ref().to_vec(), jwk)
+    };
+    let (issuer_key, issuer_jwk) = key("k1");
+    let (stranger_key, _) = key("k1");
+    let jwks = write(
+        "jwks.json",
+        &serde_json::json!({"keys": [issuer_jwk]}).to_string(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |pkcs8: &[u8], exp: u64| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let claims = serde_json::json!({"iss": "https://issuer.test", "aud": "codepipeline-gateway",
+            "sub": "system:serviceaccount:ci:builder", "exp": exp});
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(pkcs8),
+        )
+        .unwrap()
+    };
+    let forged = sign(&stranger_key, now + 600);
+    let expired = sign(&issuer_key, now - 600);
+
+    let (mut child, addr, lines) = traced_gateway(
+        &emulator,
+        &[
+            "--auth-tokens-file",
+            &tokens,
+            "--auth-jwt-issuer",
+            "https://issuer.test",
+            "--auth-jwks-file",
+            &jwks,
+            "--policy-file",
+            &policy,
+        ],
+    )
+    .await;
+    let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let job = emulator.create_custom_job();
+    let cases = [
+        ("wrong-static-SECRET-4717", tonic::Code::Unauthenticated),
+        (forged.as_str(), tonic::Code::Unauthenticated),
+        (expired.as_str(), tonic::Code::Unauthenticated),
+        (KNOWN, tonic::Code::PermissionDenied),
+    ];
+    for (token, code) in cases {
+        let mut request = tonic::Request::new(PutJobSuccessResultRequest {
+            job_id: job.job_id.clone(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let status = client.put_job_success_result(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(!status.message().contains(token), "{status:?}");
+    }
+    assert!(emulator.requests().is_empty(), "a refused call reached AWS");
+
+    assert!(sigterm(&child));
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let logs = drain(lines);
+    let outcomes: Vec<String> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|json| json["target"] == "audit")
+        .map(|json| json["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "PERMISSION_DENIED"
+        ],
+        "every refused report is audited"
+    );
+    let all = logs.join("\n");
+    for secret in [
+        "wrong-static-SECRET-4717",
+        &forged,
+        &expired,
+        KNOWN,
+        &digest,
+    ] {
+        assert!(!all.contains(secret), "a credential reached the logs");
+    }
+    // No part of either JWT either.
+    for part in forged.split('.').chain(expired.split('.')) {
+        assert!(!all.contains(part), "part of a JWT reached the logs");
+    }
 }

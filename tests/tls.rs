@@ -17,9 +17,7 @@ use std::{
 use codepipeline_gateway::{
     config::{AccessSettings, Config},
     error::metadata,
-    proto::v1::{
-        self, ActionCategory, ActionOwner, job_worker_service_client::JobWorkerServiceClient,
-    },
+    proto::v1::{self, job_worker_service_client::JobWorkerServiceClient},
     tls::TlsSettings,
 };
 use rcgen::{
@@ -129,16 +127,7 @@ async fn tls_client(
 }
 
 fn poll() -> v1::PollForJobsRequest {
-    v1::PollForJobsRequest {
-        action_type_id: Some(v1::ActionTypeId {
-            category: ActionCategory::Build.into(),
-            owner: ActionOwner::Custom.into(),
-            provider: "CpgwDevBuilder".into(),
-            version: "1".into(),
-        }),
-        max_batch_size: Some(1),
-        ..Default::default()
-    }
+    common::poll(1)
 }
 
 #[tokio::test]

@@ -9,7 +9,10 @@ use codepipeline_emulator::{Emulator, EmulatorConfig, RecordedRequest};
 use codepipeline_gateway::{
     aws,
     config::{AccessSettings, Config},
-    proto::v1::{PutJobSuccessResultRequest, job_worker_service_client::JobWorkerServiceClient},
+    proto::v1::{
+        self, ActionCategory, ActionOwner, PutJobSuccessResultRequest,
+        job_worker_service_client::JobWorkerServiceClient,
+    },
     rate_limit::RateLimitSettings,
     retry::RetrySettings,
     server::Gateway,
@@ -134,5 +137,24 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The dev emulator's default custom action type: {Build, Custom, CpgwDevBuilder, 1}.
+pub fn custom_type() -> v1::ActionTypeId {
+    v1::ActionTypeId {
+        category: ActionCategory::Build.into(),
+        owner: ActionOwner::Custom.into(),
+        provider: "CpgwDevBuilder".into(),
+        version: "1".into(),
+    }
+}
+
+/// A poll for up to `max` jobs of [`custom_type`].
+pub fn poll(max: i32) -> v1::PollForJobsRequest {
+    v1::PollForJobsRequest {
+        action_type_id: Some(custom_type()),
+        max_batch_size: Some(max),
+        query_param: Default::default(),
     }
 }
