@@ -164,22 +164,23 @@ impl Checker {
     /// `clientId` is not an AWS field: it only selects a token from the
     /// gateway's client-token map, and must look like AWS's client ids.
     pub fn client_token(&mut self, client_token: String, client_id: String) -> Option<TokenSource> {
-        let client_id = if client_id.is_empty() {
-            None
-        } else if JOB_ID.is_match(&client_id) {
-            Some(client_id)
-        } else {
+        // Both are checked, so that both are reported when both are bad.
+        let no_token = client_token.is_empty();
+        let sent = self.optional_text("clientToken", client_token, 1, 256);
+        let client_id_ok = client_id.is_empty() || JOB_ID.is_match(&client_id);
+        if !client_id_ok {
             self.violation(
                 "clientId",
                 "must be a client id as returned by PollForThirdPartyJobs: a lowercase UUID",
             );
-            return None;
-        };
-        if client_token.is_empty() {
-            return Some(TokenSource::Lookup { client_id });
         }
-        self.optional_text("clientToken", client_token, 1, 256)
-            .map(|token| TokenSource::Sent(ClientToken::new(token)))
+        match (no_token, sent) {
+            _ if !client_id_ok => None,
+            (true, _) => Some(TokenSource::Lookup {
+                client_id: (!client_id.is_empty()).then_some(client_id),
+            }),
+            (false, sent) => sent.map(|token| TokenSource::Sent(ClientToken::new(token))),
+        }
     }
 
     /// The action type of a poll, whose owner must be the one the poll serves.
@@ -797,6 +798,19 @@ mod tests {
             client_id: "not-a-uuid".into(),
         };
         assert_eq!(fields(get_third_party_job_details(&details)), ["clientId"]);
+    }
+
+    #[test]
+    fn a_bad_client_token_and_a_bad_client_id_are_both_reported() {
+        let details = GetThirdPartyJobDetailsRequest {
+            job_id: "j".into(),
+            client_token: "t".repeat(257),
+            client_id: "not-a-uuid".into(),
+        };
+        assert_eq!(
+            fields(get_third_party_job_details(&details)),
+            ["clientToken", "clientId"]
+        );
     }
 
     #[test]
