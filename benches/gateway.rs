@@ -24,6 +24,7 @@ use codepipeline_emulator::{Emulator, EmulatorConfig};
 use codepipeline_gateway::{
     aws,
     config::{AccessSettings, Config, JwksLocation, JwtSettings},
+    connections::ConnectionLimits,
     proto::v1::{
         ActionCategory, ActionOwner, ActionTypeId, ExecutionDetails, PollForJobsRequest,
         PutJobSuccessResultRequest, job_worker_service_client::JobWorkerServiceClient,
@@ -55,6 +56,7 @@ fn cpu_time() -> Option<Duration> {
 }
 
 fn settings(access: AccessSettings) -> Config {
+    let defaults = Config::defaults_without_auth();
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
@@ -70,7 +72,12 @@ fn settings(access: AccessSettings) -> Config {
         },
         attempt_timeout: Duration::from_secs(10),
         default_deadline: Duration::from_secs(30),
-        max_connection_age: None,
+        connections: ConnectionLimits {
+            max_connection_age: None,
+            ..defaults.connections
+        },
+        max_calls_in_flight: defaults.max_calls_in_flight,
+        upstream_concurrency: defaults.upstream_concurrency,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
         access,

@@ -5,6 +5,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -17,7 +18,7 @@ use aws_sdk_codepipeline::{
     operation::RequestId,
 };
 use aws_smithy_types::retry::RetryConfig;
-use tokio::time::Instant;
+use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
     call::{AwsErrorDetails, Call, CallError, CallSuccess, ErrorKind},
@@ -81,17 +82,23 @@ pub async fn client_for_emulator(
 
 /// Sends one attempt of a [`Call`] to CodePipeline. An attempt never outlives
 /// the caller's deadline nor the gateway's attempt timeout.
+///
+/// At most `max_concurrency` attempts are in flight at once, process-wide;
+/// further attempts wait (within the caller's deadline) rather than open more
+/// connections to AWS, so upstream connections stay within that number.
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client,
     attempt_timeout: Duration,
+    upstream: Arc<Semaphore>,
 }
 
 impl Forwarder {
-    pub fn new(client: Client, attempt_timeout: Duration) -> Self {
+    pub fn new(client: Client, attempt_timeout: Duration, max_concurrency: usize) -> Self {
         Forwarder {
             client,
             attempt_timeout,
+            upstream: Arc::new(Semaphore::new(max_concurrency)),
         }
     }
 
@@ -103,10 +110,18 @@ impl Forwarder {
         if call.deadline <= now {
             return Err(CallError::deadline_exceeded(0));
         }
-        let by_attempt_timeout = now + self.attempt_timeout;
+        // Waiting for a slot sends nothing: a deadline met here is not an
+        // unknown outcome.
+        let Ok(Ok(_slot)) = tokio::time::timeout_at(call.deadline, self.upstream.acquire()).await
+        else {
+            return Err(CallError::deadline_exceeded(0));
+        };
+        let by_attempt_timeout = Instant::now() + self.attempt_timeout;
         let limit = by_attempt_timeout.min(call.deadline);
+        call.progress.attempt_sent();
         let sent = O::send(&self.client, &call.request);
-        match tokio::time::timeout_at(limit, sent).await {
+        let result = tokio::time::timeout_at(limit, sent).await;
+        let result = match result {
             Ok(answer) => answer.map(|answer| CallSuccess {
                 aws_request_id: answer.request_id,
                 attempts: 1,
@@ -128,7 +143,14 @@ impl Forwarder {
                 error.outcome_unknown = true;
                 Err(error)
             }
-        }
+        };
+        call.progress
+            .attempt_ended(result.as_ref().is_err_and(|e| e.outcome_unknown));
+        // This attempt started: the retry layer counts it.
+        result.map_err(|mut error| {
+            error.attempts = 1;
+            error
+        })
     }
 }
 

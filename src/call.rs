@@ -5,7 +5,14 @@
 //! `tonic::Status` in one place. They are generic over the [`Operation`], so
 //! each layer carries the operation's own validated request and output types.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -17,6 +24,9 @@ use crate::operation::{Operation, OperationId};
 pub struct Call<O: Operation> {
     pub request: Arc<O::Valid>,
     pub deadline: Instant,
+    /// Shared by all of the call's attempts, and read by whoever cuts the
+    /// call short (the shutdown), to say exactly what may have reached AWS.
+    pub progress: Arc<Progress>,
 }
 
 impl<O: Operation> Call<O> {
@@ -24,6 +34,7 @@ impl<O: Operation> Call<O> {
         Call {
             request: Arc::new(request),
             deadline,
+            progress: Arc::default(),
         }
     }
 
@@ -37,7 +48,40 @@ impl<O: Operation> Clone for Call<O> {
         Call {
             request: self.request.clone(),
             deadline: self.deadline,
+            progress: self.progress.clone(),
         }
+    }
+}
+
+/// What has reached AWS so far, for a call cut short before it finished.
+#[derive(Debug, Default)]
+pub struct Progress {
+    in_flight: AtomicBool,
+    unknown_outcome: AtomicBool,
+}
+
+impl Progress {
+    /// An attempt's bytes are about to go out.
+    pub fn attempt_sent(&self) {
+        self.in_flight.store(true, Ordering::Release);
+    }
+
+    /// The attempt ended; `outcome_unknown` if AWS may have applied it anyway.
+    pub fn attempt_ended(&self, outcome_unknown: bool) {
+        if outcome_unknown {
+            self.unknown_outcome.store(true, Ordering::Release);
+        }
+        self.in_flight.store(false, Ordering::Release);
+    }
+
+    /// An attempt is on its way to AWS or back.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// An attempt that ended may have been applied although it failed.
+    pub fn earlier_outcome_unknown(&self) -> bool {
+        self.unknown_outcome.load(Ordering::Acquire)
     }
 }
 
@@ -118,6 +162,11 @@ error_kinds! {
     DeadlineExceeded,
     /// The gateway's own rate limit could not admit the call in time.
     RateLimited,
+    /// The gateway already had `--max-calls-in-flight` calls in flight (load
+    /// shedding): refused at once, nothing sent.
+    Overloaded,
+    /// The gateway's shutdown grace ran out while the call was in flight.
+    ShuttingDown,
     /// AWS refused the gateway's identity, or it has none: an operator problem.
     Misconfigured,
     /// Anything else AWS answered (an error code the gateway does not know).

@@ -77,6 +77,38 @@ pub struct GatewayArgs {
     /// flight on the old connection finish first. 0s keeps connections forever.
     #[arg(long, env = "CPGW_MAX_CONNECTION_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_connection_age: Duration,
+    /// Calls at once on one client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
+    /// queues the rest itself.
+    #[arg(long, env = "CPGW_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// Calls in flight in the whole process; beyond it a call is refused at once with
+    /// RESOURCE_EXHAUSTED (reason OVERLOADED) and RetryInfo (load shedding).
+    #[arg(long, env = "CPGW_MAX_CALLS_IN_FLIGHT", default_value_t = 1000)]
+    pub max_calls_in_flight: u32,
+    /// AWS attempts in flight at once, process-wide, and so the most connections to AWS; further
+    /// attempts wait (within their deadline).
+    #[arg(long, env = "CPGW_UPSTREAM_CONCURRENCY", default_value_t = 64)]
+    pub upstream_concurrency: u32,
+    /// How long a request's body may take to arrive after its headers, whatever its deadline.
+    #[arg(long, env = "CPGW_REQUEST_ARRIVAL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_arrival_timeout: Duration,
+    /// How long a new connection may take to finish TLS and send the HTTP/2 preface.
+    #[arg(long, env = "CPGW_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection with no call for this long gets a GOAWAY and closes (clients reconnect when
+    /// they need to). 0s keeps idle connections.
+    #[arg(long, env = "CPGW_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 PING checks that a client is still there. 0s sends none.
+    #[arg(long, env = "CPGW_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    #[arg(long, env = "CPGW_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// Streams a client may reset before the gateway has served them, at once; more close the
+    /// connection (the HTTP/2 rapid-reset attack).
+    #[arg(long, env = "CPGW_MAX_PENDING_RESET_STREAMS", default_value_t = 20)]
+    pub max_pending_reset_streams: u32,
     /// After SIGTERM/SIGINT, how long calls in flight may take to finish.
     #[arg(long, env = "CPGW_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -6,7 +6,8 @@
 use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use crate::{
-    cli::GatewayArgs, rate_limit::RateLimitSettings, retry::RetrySettings, tls::TlsSettings,
+    cli::GatewayArgs, connections::ConnectionLimits, rate_limit::RateLimitSettings,
+    retry::RetrySettings, tls::TlsSettings,
 };
 
 /// Everything the gateway needs to run, validated.
@@ -18,8 +19,12 @@ pub struct Config {
     pub retry: RetrySettings,
     pub attempt_timeout: Duration,
     pub default_deadline: Duration,
-    /// Connections older than this get a GOAWAY; `None` keeps them forever.
-    pub max_connection_age: Option<Duration>,
+    /// What one client connection may hold.
+    pub connections: ConnectionLimits,
+    /// Calls in flight in the process before new ones are shed.
+    pub max_calls_in_flight: usize,
+    /// AWS attempts in flight at once (and so connections to AWS).
+    pub upstream_concurrency: usize,
     pub shutdown_grace: Duration,
     /// The partner client-token map, if the operator configured one.
     pub client_tokens: Option<ClientTokenSettings>,
@@ -29,6 +34,19 @@ pub struct Config {
     pub reflection: bool,
     /// Serve gRPC over TLS (and verify client certificates), or plaintext.
     pub tls: Option<TlsSettings>,
+}
+
+impl Config {
+    /// The flags' documented defaults (and `CPGW_*` variables, if set), open
+    /// to every caller: a base for tests and benchmarks, so that they never
+    /// restate a default.
+    pub fn defaults_without_auth() -> Config {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["codepipeline-gateway", "--allow-unauthenticated"])
+                .expect("the default flags parse");
+        Config::try_from(&cli.serve).expect("the defaults are valid")
+    }
 }
 
 /// Authentication and authorization; all off by default.
@@ -118,6 +136,15 @@ impl TryFrom<&GatewayArgs> for Config {
             attempt_timeout,
             default_deadline,
             max_connection_age,
+            max_concurrent_streams,
+            max_calls_in_flight,
+            upstream_concurrency,
+            request_arrival_timeout,
+            handshake_timeout,
+            idle_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            max_pending_reset_streams,
             shutdown_grace,
             log_format: _,
             client_tokens_file,
@@ -297,6 +324,52 @@ impl TryFrom<&GatewayArgs> for Config {
                 "must be greater than 0",
             ));
         }
+        let at_least_one = [
+            (
+                "max-concurrent-streams",
+                "CPGW_MAX_CONCURRENT_STREAMS",
+                max_concurrent_streams,
+            ),
+            (
+                "max-calls-in-flight",
+                "CPGW_MAX_CALLS_IN_FLIGHT",
+                max_calls_in_flight,
+            ),
+            (
+                "upstream-concurrency",
+                "CPGW_UPSTREAM_CONCURRENCY",
+                upstream_concurrency,
+            ),
+            (
+                "max-pending-reset-streams",
+                "CPGW_MAX_PENDING_RESET_STREAMS",
+                max_pending_reset_streams,
+            ),
+        ];
+        if let Some((flag, env, _)) = at_least_one.into_iter().find(|(_, _, n)| *n == 0) {
+            return Err(bad(flag, env, "must be at least 1"));
+        }
+        let positive = [
+            (
+                "request-arrival-timeout",
+                "CPGW_REQUEST_ARRIVAL_TIMEOUT",
+                request_arrival_timeout,
+            ),
+            (
+                "handshake-timeout",
+                "CPGW_HANDSHAKE_TIMEOUT",
+                handshake_timeout,
+            ),
+            (
+                "keepalive-timeout",
+                "CPGW_KEEPALIVE_TIMEOUT",
+                keepalive_timeout,
+            ),
+        ];
+        if let Some((flag, env, _)) = positive.into_iter().find(|(_, _, d)| d.is_zero()) {
+            return Err(bad(flag, env, "must be greater than 0"));
+        }
+        let zero_means_never = |d: Duration| (!d.is_zero()).then_some(d);
         if listen == admin_listen && listen.port() != 0 {
             return Err(bad(
                 "admin-listen",
@@ -319,7 +392,18 @@ impl TryFrom<&GatewayArgs> for Config {
             },
             attempt_timeout,
             default_deadline,
-            max_connection_age: (!max_connection_age.is_zero()).then_some(max_connection_age),
+            connections: ConnectionLimits {
+                max_concurrent_streams,
+                handshake_timeout,
+                idle_timeout: zero_means_never(idle_timeout),
+                max_connection_age: zero_means_never(max_connection_age),
+                keepalive_interval: zero_means_never(keepalive_interval),
+                keepalive_timeout,
+                request_arrival_timeout,
+                max_pending_reset_streams: max_pending_reset_streams as usize,
+            },
+            max_calls_in_flight: max_calls_in_flight as usize,
+            upstream_concurrency: upstream_concurrency as usize,
             shutdown_grace,
             client_tokens: client_tokens_file.map(|path| ClientTokenSettings {
                 path,
@@ -366,9 +450,38 @@ mod tests {
         assert_eq!(settings.admin_listen, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(settings.retry.max_attempts.get(), 3);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(20));
-        assert_eq!(settings.max_connection_age, Some(Duration::from_secs(300)));
-        let forever = Config::try_from(&parse(&["--max-connection-age", "0s"]).serve).unwrap();
-        assert_eq!(forever.max_connection_age, None);
+        let connections = &settings.connections;
+        assert_eq!(
+            connections.max_connection_age,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(connections.max_concurrent_streams, 100);
+        assert_eq!(connections.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(connections.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(
+            connections.keepalive_interval,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(connections.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(connections.request_arrival_timeout, Duration::from_secs(10));
+        assert_eq!(connections.max_pending_reset_streams, 20);
+        assert_eq!(settings.max_calls_in_flight, 1000);
+        assert_eq!(settings.upstream_concurrency, 64);
+        let forever = Config::try_from(
+            &parse(&[
+                "--max-connection-age",
+                "0s",
+                "--idle-timeout",
+                "0s",
+                "--keepalive-interval",
+                "0s",
+            ])
+            .serve,
+        )
+        .unwrap();
+        assert_eq!(forever.connections.max_connection_age, None);
+        assert_eq!(forever.connections.idle_timeout, None);
+        assert_eq!(forever.connections.keepalive_interval, None);
     }
 
     #[test]
@@ -382,7 +495,27 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_flag_and_variable() {
-        let cases: [(&[&str], &str); 4] = [
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["serve", "--max-concurrent-streams", "0"],
+                "--max-concurrent-streams (CPGW_MAX_CONCURRENT_STREAMS): must be at least 1",
+            ),
+            (
+                &["serve", "--max-calls-in-flight", "0"],
+                "--max-calls-in-flight (CPGW_MAX_CALLS_IN_FLIGHT)",
+            ),
+            (
+                &["serve", "--upstream-concurrency", "0"],
+                "--upstream-concurrency (CPGW_UPSTREAM_CONCURRENCY)",
+            ),
+            (
+                &["serve", "--request-arrival-timeout", "0s"],
+                "--request-arrival-timeout (CPGW_REQUEST_ARRIVAL_TIMEOUT): must be greater than 0",
+            ),
+            (
+                &["serve", "--handshake-timeout", "0s"],
+                "--handshake-timeout (CPGW_HANDSHAKE_TIMEOUT)",
+            ),
             (
                 &["serve", "--rate-limit-rps", "0"],
                 "--rate-limit-rps (CPGW_RATE_LIMIT_RPS)",

@@ -92,6 +92,23 @@ pub fn undecodable_request_status(problem: &str) -> Status {
     )
 }
 
+/// A request whose body did not arrive within `limit` of its headers: the
+/// call was never handled, and nothing was sent to AWS.
+pub fn slow_request_status(limit: Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    let meta = HashMap::from([(metadata::ATTEMPTS.to_owned(), "0".to_owned())]);
+    details.set_error_info("REQUEST_ARRIVAL_TIMEOUT", GATEWAY_DOMAIN, meta);
+    Status::with_error_details(
+        Code::DeadlineExceeded,
+        format!(
+            "the request's body did not arrive within {} of its headers \
+             (--request-arrival-timeout); nothing was sent to AWS",
+            humantime::format_duration(limit)
+        ),
+        details,
+    )
+}
+
 /// A request that failed local validation: nothing was sent to AWS.
 pub fn invalid_request_status(invalid: &InvalidRequest) -> Status {
     let reason = if invalid.output_variables_too_large {
@@ -152,7 +169,8 @@ fn code_for(kind: ErrorKind) -> Code {
         }
         ErrorKind::InvalidClientToken => Code::PermissionDenied,
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-        ErrorKind::RateLimited => Code::ResourceExhausted,
+        ErrorKind::RateLimited | ErrorKind::Overloaded => Code::ResourceExhausted,
+        ErrorKind::ShuttingDown => Code::Unavailable,
         // Misconfigured and Unexpected: the operator's problem. The mapping
         // test lists every kind, so a new one cannot land here unnoticed.
         _ => Code::Internal,
@@ -290,6 +308,8 @@ mod tests {
             (ErrorKind::Transport, Code::Unavailable),
             (ErrorKind::AttemptTimedOut, Code::Unavailable),
             (ErrorKind::RateLimited, Code::ResourceExhausted),
+            (ErrorKind::Overloaded, Code::ResourceExhausted),
+            (ErrorKind::ShuttingDown, Code::Unavailable),
             (ErrorKind::DeadlineExceeded, Code::DeadlineExceeded),
             (ErrorKind::Misconfigured, Code::Internal),
             (ErrorKind::Unexpected, Code::Internal),

@@ -28,11 +28,12 @@ impl ForwardingStack {
         rate_limit: RateLimitSettings,
         retry: RetrySettings,
         attempt_timeout: Duration,
+        upstream_concurrency: usize,
     ) -> Self {
         ForwardingStack {
             rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(rate_limit))),
             retry: RetryPolicy::new(retry, shared_budget()),
-            forwarder: Forwarder::new(client, attempt_timeout),
+            forwarder: Forwarder::new(client, attempt_timeout, upstream_concurrency),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client_tokens;
 pub mod codec;
 pub mod config;
+pub mod connections;
 pub mod convert;
 pub mod deadline;
 pub mod error;

@@ -5,7 +5,7 @@
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -33,8 +33,17 @@ struct RefusalLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    connections: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
+    slow_requests: Counter,
+    shed_calls: Family<MethodLabels, Counter>,
     calls: Family<CallLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     job_type_lookups: Family<MethodLabels, Counter>,
@@ -77,8 +86,36 @@ impl Metrics {
             "Requests sent to CodePipeline, retries included",
             aws_attempts.clone(),
         );
+        let connections = Gauge::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let slow_requests = Counter::default();
+        let shed_calls = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Client connections open now",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Client connections closed, by reason: handshake_timeout, tls_failed, idle, max_age, shutdown, peer",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "slow_requests",
+            "Requests whose body did not arrive within --request-arrival-timeout of their headers",
+            slow_requests.clone(),
+        );
+        registry.register(
+            "shed_calls",
+            "Calls refused at once because --max-calls-in-flight calls were already in flight",
+            shed_calls.clone(),
+        );
         Metrics {
             registry,
+            connections,
+            connections_closed,
+            slow_requests,
+            shed_calls,
             calls,
             refusals,
             job_type_lookups,
@@ -124,11 +161,42 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an open connection until the guard drops.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
+    }
+
+    pub fn record_connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn record_slow_request(&self) {
+        self.slow_requests.inc();
+    }
+
+    pub fn record_shed(&self, method: &'static str) {
+        self.shed_calls
+            .get_or_create(&MethodLabels { method })
+            .inc();
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// One open connection in the `connections` gauge.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

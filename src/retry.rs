@@ -100,9 +100,14 @@ impl<O: Operation> tower::retry::Policy<Call<O>, CallSuccess<O::Output>, CallErr
         call: &mut Call<O>,
         result: &mut Result<CallSuccess<O::Output>, CallError>,
     ) -> Option<Self::Future> {
-        self.attempts += 1;
-        if self.attempts == 1 {
-            self.budget.deposit();
+        // An attempt that never started (its deadline passed while it
+        // waited for a slot) is not counted.
+        let started = result.as_ref().map_or_else(|e| e.attempts > 0, |_| true);
+        if started {
+            self.attempts += 1;
+            if self.attempts == 1 {
+                self.budget.deposit();
+            }
         }
         match result {
             Ok(success) => {
@@ -110,7 +115,6 @@ impl<O: Operation> tower::retry::Policy<Call<O>, CallSuccess<O::Output>, CallErr
                 None
             }
             Err(error) => {
-                // A deadline met inside the forwarder counts the attempt too.
                 error.attempts = self.attempts;
                 error.earlier_attempt_may_have_applied = self.earlier_outcome_unknown;
                 self.earlier_outcome_unknown |= error.outcome_unknown;
@@ -128,7 +132,9 @@ impl<O: Operation> tower::retry::Policy<Call<O>, CallSuccess<O::Output>, CallErr
 /// Whether a final error means the caller may try again later (and when).
 pub fn suggested_retry_delay(error: &CallError, settings: &RetrySettings) -> Option<Duration> {
     match error.kind {
-        ErrorKind::RateLimited => error.retry_after,
+        ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::ShuttingDown => {
+            error.retry_after
+        }
         kind if kind.is_transient() => Some(settings.max_delay.min(Duration::from_secs(1))),
         _ => None,
     }
@@ -158,10 +164,13 @@ mod tests {
         )
     }
 
+    /// An attempt that was sent and failed, as the forwarder reports it.
     fn failure(
         kind: ErrorKind,
     ) -> Result<CallSuccess<Option<crate::proto::v1::JobDetails>>, CallError> {
-        Err(CallError::new(kind, "test"))
+        let mut error = CallError::new(kind, "test");
+        error.attempts = 1;
+        Err(error)
     }
 
     #[test]
@@ -260,12 +269,28 @@ mod tests {
         let mut c = call(Duration::from_secs(10));
         let mut reset = CallError::new(ErrorKind::Transport, "reset");
         reset.outcome_unknown = true;
+        reset.attempts = 1;
         assert!(policy.retry(&mut c, &mut Err(reset)).is_some());
         let mut state = failure(ErrorKind::InvalidJobState);
         assert!(policy.retry(&mut c, &mut state).is_none());
         let error = state.unwrap_err();
         assert!(error.earlier_attempt_may_have_applied);
         assert_eq!(error.attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_never_started_is_not_counted() {
+        let mut policy = RetryPolicy::new(settings(3), shared_budget());
+        let mut c = call(Duration::from_secs(10));
+        assert!(
+            policy
+                .retry(&mut c, &mut failure(ErrorKind::Throttled))
+                .is_some()
+        );
+        // Its deadline passed while it waited for an upstream slot.
+        let mut waited = Err(CallError::deadline_exceeded(0));
+        assert!(policy.retry(&mut c, &mut waited).is_none());
+        assert_eq!(waited.unwrap_err().attempts, 1);
     }
 
     #[tokio::test]

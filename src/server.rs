@@ -1,7 +1,7 @@
 //! Puts the pieces together: the forwarding stack, the gRPC server (job
 //! worker, health, reflection) and the admin endpoint, with graceful shutdown.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use crate::{
     access::{self, Access},
@@ -20,12 +20,16 @@ use crate::{
         ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
         v1::job_worker_service_server::JobWorkerServiceServer,
     },
-    service::JobWorker,
+    service::{Bounds, JobWorker},
     tls::TlsFiles,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
+
+/// After the grace period, how long the calls that were cut short get to
+/// send their answers before their connections close.
+const CUT_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A running gateway.
 pub struct Gateway {
@@ -81,15 +85,21 @@ impl Gateway {
             );
         }
         let metrics = Arc::new(Metrics::new());
+        let (cut, cut_short) = watch::channel(false);
         let job_worker = JobWorker::new(
             ForwardingStack::new(
                 client,
                 settings.rate_limit,
                 settings.retry.clone(),
                 settings.attempt_timeout,
+                settings.upstream_concurrency,
             ),
             metrics.clone(),
-            settings.default_deadline,
+            Bounds {
+                default_deadline: settings.default_deadline,
+                max_calls_in_flight: settings.max_calls_in_flight,
+                cut_short,
+            },
             settings.retry.clone(),
             client_tokens,
             access,
@@ -122,60 +132,46 @@ impl Gateway {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(crate::admin::serve(
             admin_listener,
-            metrics,
+            metrics.clone(),
             stopped.clone(),
         ));
 
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(age) = settings.max_connection_age {
-            // GOAWAY at `age`; calls in flight finish on the old connection.
-            // No `max_connection_age_grace`: in tonic 0.14.9 setting it skips
-            // the GOAWAY and only closes the connection by force later.
-            builder = builder.max_connection_age(age);
+        let mut routes = Routes::new(health_service);
+        if let Some((v1, v1alpha)) = reflection {
+            routes = routes.add_service(v1).add_service(v1alpha);
         }
-        let (reflection_v1, reflection_v1alpha) = reflection.unzip();
-        let router = builder
-            .add_service(health_service)
-            .add_optional_service(reflection_v1)
-            .add_optional_service(reflection_v1alpha)
-            .add_service(JobWorkerServiceServer::new(job_worker));
+        let routes = routes
+            .add_service(JobWorkerServiceServer::new(job_worker))
+            .prepare();
         let grace = settings.shutdown_grace;
+        let connections = settings.connections.clone();
         let task = tokio::spawn(async move {
             let mut on_stop = stopped.clone();
-            let shutdown_signal = async move {
-                let _ = on_stop.wait_for(|stop| *stop).await;
-                // Tell health checkers first, then stop taking calls.
-                health_reporter
-                    .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
-                    .await;
-                health_reporter
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-                tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight calls");
-            };
-            let serving: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-                match tls {
-                    Some(files) => Box::pin(router.serve_with_incoming_shutdown(
-                        crate::tls::incoming(listener, files),
-                        shutdown_signal,
-                    )),
-                    None => Box::pin(router.serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        shutdown_signal,
-                    )),
-                };
+            let serving =
+                crate::connections::serve(listener, tls, routes, connections, metrics, stopped);
             tokio::pin!(serving);
-            let mut grace_timer = stopped;
             tokio::select! {
-                result = &mut serving => result,
-                _ = async {
-                    let _ = grace_timer.wait_for(|stop| *stop).await;
-                    tokio::time::sleep(grace).await;
-                } => {
-                    tracing::warn!("shutdown grace period over: dropping the calls still in flight");
-                    Ok(())
-                }
+                () = &mut serving => return Ok(()),
+                _ = async { let _ = on_stop.wait_for(|stop| *stop).await; } => {}
             }
+            // Tell health checkers first; the connections are sent GOAWAY.
+            health_reporter
+                .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
+                .await;
+            health_reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight calls");
+            if tokio::time::timeout(grace, &mut serving).await.is_ok() {
+                return Ok(());
+            }
+            // Calls still in flight answer UNAVAILABLE, saying whether an
+            // attempt was on its way to AWS, rather than vanish with the
+            // connection; their answers get a moment to leave.
+            tracing::warn!("shutdown grace period over: cutting the calls still in flight");
+            let _ = cut.send(true);
+            let _ = tokio::time::timeout(CUT_FLUSH, &mut serving).await;
+            Ok(())
         });
         tracing::info!(%grpc_addr, %admin_addr, "gateway listening (gRPC on {grpc_addr}, metrics on http://{admin_addr}/metrics)");
         Ok(Gateway {

@@ -5,7 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::time::Instant;
+use tokio::{
+    sync::{Semaphore, watch},
+    time::Instant,
+};
 use tonic::{Code, Request, Response, Status};
 
 use aws_sdk_codepipeline::types::ActionTypeId;
@@ -13,8 +16,9 @@ use aws_sdk_codepipeline::types::ActionTypeId;
 use crate::{
     access::{Access, Refusal, ShowActionType},
     auth::Caller,
-    call::{Call, CallError, CallSuccess},
+    call::{Call, CallError, CallSuccess, ErrorKind, Progress},
     client_tokens::{ClientTokens, NeedsToken},
+    connections::{ClientCertificates, HeadersArrived},
     deadline::deadline_for,
     error::{call_error_status, invalid_request_status, refusal_status},
     forwarding::ForwardingStack,
@@ -30,6 +34,10 @@ pub struct JobWorker {
     stack: ForwardingStack,
     metrics: Arc<Metrics>,
     default_deadline: Duration,
+    /// One permit per call in flight; none left means shed the call.
+    in_flight: Arc<Semaphore>,
+    /// Turns true when the shutdown grace is over.
+    cut_short: watch::Receiver<bool>,
     retry: RetrySettings,
     client_tokens: Option<Arc<ClientTokens>>,
     access: Arc<Access>,
@@ -45,11 +53,25 @@ struct Record {
 
 type Outcome<T> = Result<CallSuccess<T>, (Status, Option<CallError>)>;
 
+/// The limits on calls the service applies itself.
+pub struct Bounds {
+    /// For calls that carry no `grpc-timeout`, counted from their headers.
+    pub default_deadline: Duration,
+    /// Calls in flight before new ones are shed.
+    pub max_calls_in_flight: usize,
+    /// Turns true when the shutdown grace is over: calls still in flight
+    /// answer at once.
+    pub cut_short: watch::Receiver<bool>,
+}
+
+/// How long a shed caller is asked to wait before trying again.
+const SHED_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 impl JobWorker {
     pub fn new(
         stack: ForwardingStack,
         metrics: Arc<Metrics>,
-        default_deadline: Duration,
+        bounds: Bounds,
         retry: RetrySettings,
         client_tokens: Option<Arc<ClientTokens>>,
         access: Arc<Access>,
@@ -57,7 +79,9 @@ impl JobWorker {
         JobWorker {
             stack,
             metrics,
-            default_deadline,
+            default_deadline: bounds.default_deadline,
+            in_flight: Arc::new(Semaphore::new(bounds.max_calls_in_flight)),
+            cut_short: bounds.cut_short,
             retry,
             client_tokens,
             access,
@@ -71,7 +95,11 @@ impl JobWorker {
         &self,
         request: Request<O::Request>,
     ) -> Result<Response<O::Response>, Status> {
-        let arrived = Instant::now();
+        // The deadline counts from the headers, not from the decoded body.
+        let arrived = request
+            .extensions()
+            .get::<HeadersArrived>()
+            .map_or_else(Instant::now, |headers| headers.0);
         let deadline = deadline_for(
             grpc_timeout(&request).as_deref(),
             self.default_deadline,
@@ -82,6 +110,19 @@ impl JobWorker {
             caller: None,
             job_id: None,
             action_type: None,
+        };
+        // Load shedding: refused before any work, so an overload costs little.
+        let Ok(_in_flight) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.record_shed(record.method);
+            self.metrics
+                .record_call(record.method, Code::ResourceExhausted, 0.0, 0);
+            let mut error = CallError::new(
+                ErrorKind::Overloaded,
+                "the gateway has too many calls in flight (--max-calls-in-flight); nothing was \
+                 sent to AWS",
+            );
+            error.retry_after = Some(SHED_RETRY_DELAY);
+            return Err(call_error_status(&error, error.retry_after));
         };
         let outcome = self.decide::<O>(request, deadline, &mut record).await;
         self.finished(&record, arrived, &outcome);
@@ -114,12 +155,12 @@ impl JobWorker {
             let identity = record.caller.as_ref().map_or("", |c| c.identity.as_str());
             Err((refusal_status(&refusal, record.method, identity), None))
         };
-        let certificates = request.peer_certs();
+        let certificates = request.extensions().get::<ClientCertificates>().cloned();
         let caller = match self
             .access
             .authenticator
             .authenticate(
-                certificates.as_deref().map(Vec::as_slice),
+                certificates.as_ref().map(|c| c.0.as_slice()),
                 request.metadata(),
             )
             .await
@@ -231,14 +272,21 @@ impl JobWorker {
         call: Call<O>,
     ) -> Result<CallSuccess<O::Output>, (Status, Option<CallError>)> {
         let deadline = call.deadline;
+        let progress = call.progress.clone();
+        let mut cut_short = self.cut_short.clone();
         // The stack honours the deadline itself; this is the backstop.
-        let result = tokio::time::timeout_at(deadline, self.stack.forward(call))
-            .await
-            .unwrap_or_else(|_| {
-                let mut error = CallError::deadline_exceeded(0);
-                error.outcome_unknown = true;
-                Err(error)
-            });
+        let result = tokio::select! {
+            result = tokio::time::timeout_at(deadline, self.stack.forward(call)) => {
+                result.unwrap_or_else(|_| {
+                    let mut error = CallError::deadline_exceeded(0);
+                    error.outcome_unknown = true;
+                    Err(error)
+                })
+            }
+            _ = async { let _ = cut_short.wait_for(|cut| *cut).await; } => {
+                Err(cut_short_error(&progress))
+            }
+        };
         result.map_err(|error| {
             let status = call_error_status(&error, suggested_retry_delay(&error, &self.retry));
             (status, Some(error))
@@ -299,6 +347,20 @@ impl JobWorker {
             }
         }
     }
+}
+
+/// The answer for a call still in flight when the shutdown grace ran out:
+/// whether an attempt was on its way to AWS decides "outcome unknown".
+fn cut_short_error(progress: &Progress) -> CallError {
+    let mut error = CallError::new(
+        ErrorKind::ShuttingDown,
+        "the gateway shut down before CodePipeline answered; try again (another replica will \
+         answer)",
+    );
+    error.outcome_unknown = progress.in_flight();
+    error.earlier_attempt_may_have_applied = progress.earlier_outcome_unknown();
+    error.retry_after = Some(Duration::ZERO);
+    error
 }
 
 /// One event per call that would change a job's state (acknowledgements and

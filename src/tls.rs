@@ -15,7 +15,6 @@
 //! SPIRE, Istio and cert-manager's CSI driver issue), else its subject CN.
 
 use std::{
-    io,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -27,17 +26,9 @@ use rustls::{
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::watched_file::WatchedFile;
-
-/// How long a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the TLS files are, as configured.
 #[derive(Clone, Debug)]
@@ -139,47 +130,6 @@ fn build(raw: &[Vec<u8>], settings: &TlsSettings) -> Result<ServerConfig, String
         .map_err(|e| format!("{cert_path} and its key do not work together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// TLS connections from `listener`: each handshake runs on its own task
-/// (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow client holds up no other.
-/// Failed handshakes are logged and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    files: Arc<TlsFiles>,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
-    let (ready, stream) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                // The server stopped taking connections.
-                _ = ready.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // E.g. EMFILE: back off instead of spinning.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = files.acceptor();
-            let ready = ready.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = ready.send(Ok(tls)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(stream)
 }
 
 /// The identity in a verified client certificate: its SPIFFE ID (a

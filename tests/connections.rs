@@ -40,7 +40,7 @@ async fn counting_proxy(target: std::net::SocketAddr) -> (std::net::SocketAddr, 
 
 async fn calls_over_time(max_connection_age: Option<Duration>) -> usize {
     let mut settings = common::settings();
-    settings.max_connection_age = max_connection_age;
+    settings.connections.max_connection_age = max_connection_age;
     let h = common::start_with(settings).await;
     let (proxy, opened) = counting_proxy(h.gateway.grpc_addr()).await;
     let mut client = JobWorkerServiceClient::connect(format!("http://{proxy}"))

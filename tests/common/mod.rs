@@ -9,6 +9,7 @@ use codepipeline_emulator::{Emulator, EmulatorConfig, RecordedRequest};
 use codepipeline_gateway::{
     aws,
     config::{AccessSettings, Config},
+    connections::ConnectionLimits,
     proto::v1::{
         self, ActionCategory, ActionOwner, PutJobSuccessResultRequest,
         job_worker_service_client::JobWorkerServiceClient,
@@ -23,6 +24,7 @@ pub const CUSTOM_JOB_ID_SHAPE: &str = "00000000-0000-4000-8000-000000000000";
 
 /// Generous limits and fast retries, so tests are quick unless they opt in.
 pub fn settings() -> Config {
+    let defaults = Config::defaults_without_auth();
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
@@ -38,7 +40,12 @@ pub fn settings() -> Config {
         },
         attempt_timeout: Duration::from_secs(5),
         default_deadline: Duration::from_secs(20),
-        max_connection_age: None,
+        connections: ConnectionLimits {
+            max_connection_age: None,
+            ..defaults.connections
+        },
+        max_calls_in_flight: defaults.max_calls_in_flight,
+        upstream_concurrency: defaults.upstream_concurrency,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
         access: AccessSettings::default(),
@@ -157,4 +164,58 @@ pub fn poll(max: i32) -> v1::PollForJobsRequest {
         max_batch_size: Some(max),
         query_param: Default::default(),
     }
+}
+
+/// A gRPC answer read off raw HTTP/2: the status from headers or trailers.
+pub async fn grpc_status(response: h2::client::ResponseFuture) -> tonic::Status {
+    let response = response.await.expect("a response");
+    let (parts, mut body) = response.into_parts();
+    let mut fields = parts.headers.clone();
+    while let Some(chunk) = body.data().await {
+        if chunk.is_err() {
+            break;
+        }
+    }
+    if let Ok(Some(trailers)) = body.trailers().await {
+        fields.extend(trailers);
+    }
+    tonic::Status::from_header_map(&fields).expect("a gRPC status")
+}
+
+/// A raw HTTP/2 connection to the gateway, for what a tonic client will not
+/// do (bodies that never come, resets, garbage).
+pub async fn raw_http2(
+    gateway: &Gateway,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(gateway.grpc_addr())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
+/// The headers of a unary job-worker call to `method`.
+pub fn grpc_request(gateway: &Gateway, method: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/codepipeline_gateway.v1.JobWorkerService/{method}",
+            gateway.grpc_addr()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// `message` framed as one uncompressed gRPC message.
+pub fn grpc_frame(message: &impl prost::Message) -> bytes::Bytes {
+    let encoded = message.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend((encoded.len() as u32).to_be_bytes());
+    framed.extend(encoded);
+    framed.into()
 }

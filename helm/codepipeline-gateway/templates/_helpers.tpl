@@ -94,6 +94,17 @@ CPGW_RETRY_MAX_DELAY: {{ $g.retry.maxDelay | quote }}
 CPGW_ATTEMPT_TIMEOUT: {{ $g.attemptTimeout | quote }}
 CPGW_DEFAULT_DEADLINE: {{ $g.defaultDeadline | quote }}
 CPGW_MAX_CONNECTION_AGE: {{ $g.maxConnectionAge | quote }}
+{{- with $g.limits }}
+CPGW_MAX_CONCURRENT_STREAMS: {{ .maxConcurrentStreams | int64 | toString | quote }}
+CPGW_MAX_CALLS_IN_FLIGHT: {{ .maxCallsInFlight | int64 | toString | quote }}
+CPGW_UPSTREAM_CONCURRENCY: {{ .upstreamConcurrency | int64 | toString | quote }}
+CPGW_REQUEST_ARRIVAL_TIMEOUT: {{ .requestArrivalTimeout | quote }}
+CPGW_HANDSHAKE_TIMEOUT: {{ .handshakeTimeout | quote }}
+CPGW_IDLE_TIMEOUT: {{ .idleTimeout | quote }}
+CPGW_KEEPALIVE_INTERVAL: {{ .keepaliveInterval | quote }}
+CPGW_KEEPALIVE_TIMEOUT: {{ .keepaliveTimeout | quote }}
+CPGW_MAX_PENDING_RESET_STREAMS: {{ .maxPendingResetStreams | int64 | toString | quote }}
+{{- end }}
 CPGW_SHUTDOWN_GRACE: {{ $g.shutdownGrace | quote }}
 CPGW_LOG_FORMAT: {{ $g.logFormat | quote }}
 RUST_LOG: {{ $g.logLevel | quote }}
