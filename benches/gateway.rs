@@ -61,6 +61,7 @@ fn settings(access: AccessSettings) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: RateLimitSettings {
+            adaptive: defaults.rate_limit.adaptive,
             per_second: 1e9,
             burst: NonZeroU32::new(1_000_000).unwrap(),
             max_waiting: 10_000,

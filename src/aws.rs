@@ -125,6 +125,8 @@ impl Forwarder {
             Ok(answer) => answer.map(|answer| CallSuccess {
                 aws_request_id: answer.request_id,
                 attempts: 1,
+                earlier_attempt_may_have_applied: false,
+                replay: false,
                 output: answer.output,
             }),
             Err(_elapsed) => {

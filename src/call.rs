@@ -100,6 +100,12 @@ pub struct CallSuccess<T> {
     pub aws_request_id: Option<String>,
     /// How many attempts were sent to AWS, this one included.
     pub attempts: u32,
+    /// An earlier attempt of this call had an unknown outcome: it may have
+    /// been applied as well.
+    pub earlier_attempt_may_have_applied: bool,
+    /// Answered from the replica's memory of this exact request, delivered
+    /// before (`replay.rs`); nothing was sent to AWS this time.
+    pub replay: bool,
     /// What AWS answered, already in the gateway's proto types.
     pub output: T,
 }
@@ -111,6 +117,11 @@ impl<T> fmt::Debug for CallSuccess<T> {
         f.debug_struct("CallSuccess")
             .field("aws_request_id", &self.aws_request_id)
             .field("attempts", &self.attempts)
+            .field(
+                "earlier_attempt_may_have_applied",
+                &self.earlier_attempt_may_have_applied,
+            )
+            .field("replay", &self.replay)
             .finish_non_exhaustive()
     }
 }

@@ -54,6 +54,10 @@ pub struct GatewayArgs {
     /// Calls admitted at once after a quiet spell (the token bucket's size).
     #[arg(long, env = "CPGW_RATE_LIMIT_BURST", default_value_t = 20)]
     pub rate_limit_burst: u32,
+    /// Back off below --rate-limit-rps while CodePipeline throttles, and grow back when it stops
+    /// (the AWS SDKs' adaptive mode), so replicas settle on the account's quota together.
+    #[arg(long, env = "CPGW_RATE_LIMIT_ADAPTIVE", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rate_limit_adaptive: bool,
     /// Calls that may wait for a token per operation; beyond that, RESOURCE_EXHAUSTED at once.
     #[arg(long, env = "CPGW_RATE_LIMIT_QUEUE", default_value_t = 100)]
     pub rate_limit_queue: u32,
@@ -196,6 +200,10 @@ pub struct EmulatorArgs {
     /// Address of the emulator (AWS JSON 1.1 at /, control API at /_emulator/).
     #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
+    /// Throttle each operation above this many requests a second, like CodePipeline's quotas
+    /// (ThrottlingException). Off when unset.
+    #[arg(long, env = "CPGW_EMULATOR_QUOTA_PER_SECOND")]
+    pub quota_per_second: Option<f64>,
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "CPGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

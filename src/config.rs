@@ -130,6 +130,7 @@ impl TryFrom<&GatewayArgs> for Config {
             rate_limit_rps,
             rate_limit_burst,
             rate_limit_queue,
+            rate_limit_adaptive,
             retry_max_attempts,
             retry_base_delay,
             retry_max_delay,
@@ -384,6 +385,7 @@ impl TryFrom<&GatewayArgs> for Config {
                 per_second: rate_limit_rps,
                 burst: rate_limit_burst,
                 max_waiting: rate_limit_queue,
+                adaptive: rate_limit_adaptive,
             },
             retry: RetrySettings {
                 max_attempts: retry_max_attempts,

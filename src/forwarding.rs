@@ -1,5 +1,6 @@
-//! The forwarding stack: rate limit → retry → one AWS attempt, around one SDK
-//! client. Its shared parts (the limiter, the retry budget) are created once
+//! The forwarding stack: retry → rate limit → one AWS attempt, around one SDK
+//! client. Every attempt, retries included, takes a token from the rate
+//! limit, and every attempt's answer teaches the adaptive rate. Its shared parts (the limiter, the retry budget) are created once
 //! and shared by every call; the tower stack itself is assembled per call
 //! for the call's [`Operation`], which costs a few reference-count bumps.
 
@@ -10,6 +11,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::{
     aws::Forwarder,
     call::{Call, CallError, CallSuccess},
+    metrics::Metrics,
     operation::Operation,
     rate_limit::{RateLimitLayer, RateLimitSettings, RateLimiter},
     retry::{RetryPolicy, RetrySettings, shared_budget},
@@ -29,9 +31,10 @@ impl ForwardingStack {
         retry: RetrySettings,
         attempt_timeout: Duration,
         upstream_concurrency: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         ForwardingStack {
-            rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(rate_limit))),
+            rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(rate_limit, metrics))),
             retry: RetryPolicy::new(retry, shared_budget()),
             forwarder: Forwarder::new(client, attempt_timeout, upstream_concurrency),
         }
@@ -43,8 +46,8 @@ impl ForwardingStack {
         call: Call<O>,
     ) -> Result<CallSuccess<O::Output>, CallError> {
         ServiceBuilder::new()
-            .layer(self.rate_limit.clone())
             .layer(tower::retry::RetryLayer::new(self.retry.clone()))
+            .layer(self.rate_limit.clone())
             .service(self.forwarder.clone())
             .oneshot(call)
             .await

@@ -5,7 +5,7 @@
 //! [`operation::Operation`] impl in [`operations`]; everything else is generic
 //! over it. A call flows: gRPC ([`service`]) → local validation
 //! ([`validation`]) → the client-token fill-in ([`client_tokens`]) → the
-//! [`forwarding`] stack: rate limit ([`rate_limit`]) → retry ([`retry`]) → one
+//! [`forwarding`] stack: retry ([`retry`]) → adaptive rate limit ([`rate_limit`]) → one
 //! AWS attempt through `aws-sdk-codepipeline` ([`aws`]). Failures become gRPC
 //! statuses in one place ([`error`]). [`server`] wires it all up with health,
 //! reflection, metrics ([`metrics`], [`admin`]) and graceful shutdown, from the
@@ -33,6 +33,7 @@ pub mod operations;
 pub mod policy;
 pub mod proto;
 pub mod rate_limit;
+pub mod replay;
 pub mod retry;
 mod run;
 pub mod server;

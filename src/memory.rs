@@ -1,21 +1,24 @@
 //! A replica's bounded memory of what it learned about jobs (which partner
-//! client a job belongs to, which action type it is of): the newest
-//! `capacity` entries, the oldest forgotten first. Nothing here is needed for
-//! correctness across replicas: what one replica does not remember is sent
-//! by the caller or resolved from AWS.
+//! client a job belongs to, which action type it is of, what it delivered):
+//! the newest `capacity` entries, the oldest forgotten first, and optionally
+//! nothing older than a time limit. Nothing here is needed for correctness
+//! across replicas: what one replica does not remember is sent by the caller
+//! or resolved from AWS.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 pub struct JobMemory<V> {
     capacity: usize,
+    max_age: Option<Duration>,
     entries: Mutex<Entries<V>>,
 }
 
 struct Entries<V> {
-    by_job: HashMap<String, V>,
+    by_job: HashMap<String, (V, Instant)>,
     order: VecDeque<String>,
 }
 
@@ -23,6 +26,7 @@ impl<V: Clone> JobMemory<V> {
     pub fn new(capacity: usize) -> Self {
         JobMemory {
             capacity,
+            max_age: None,
             entries: Mutex::new(Entries {
                 by_job: HashMap::new(),
                 order: VecDeque::new(),
@@ -30,9 +34,18 @@ impl<V: Clone> JobMemory<V> {
         }
     }
 
+    /// A memory whose entries are also forgotten after `max_age`.
+    pub fn with_max_age(capacity: usize, max_age: Duration) -> Self {
+        JobMemory {
+            max_age: Some(max_age),
+            ..JobMemory::new(capacity)
+        }
+    }
+
     pub fn remember(&self, job_id: &str, value: V) {
         let mut entries = self.entries.lock().expect("lock");
-        if entries.by_job.insert(job_id.to_owned(), value).is_none() {
+        let entry = (value, Instant::now());
+        if entries.by_job.insert(job_id.to_owned(), entry).is_none() {
             entries.order.push_back(job_id.to_owned());
             while entries.order.len() > self.capacity {
                 if let Some(oldest) = entries.order.pop_front() {
@@ -43,12 +56,12 @@ impl<V: Clone> JobMemory<V> {
     }
 
     pub fn get(&self, job_id: &str) -> Option<V> {
-        self.entries
-            .lock()
-            .expect("lock")
-            .by_job
-            .get(job_id)
-            .cloned()
+        let entries = self.entries.lock().expect("lock");
+        let (value, when) = entries.by_job.get(job_id)?;
+        match self.max_age {
+            Some(max_age) if when.elapsed() > max_age => None,
+            _ => Some(value.clone()),
+        }
     }
 }
 
@@ -67,5 +80,14 @@ mod tests {
         memory.remember("job-4", 40);
         assert_eq!(memory.get("job-4"), Some(40));
         assert_eq!(memory.get("job-2"), Some(2), "an update is not a new entry");
+    }
+
+    #[test]
+    fn forgets_entries_past_their_age() {
+        let memory = JobMemory::with_max_age(3, Duration::from_millis(20));
+        memory.remember("job", 1);
+        assert_eq!(memory.get("job"), Some(1));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(memory.get("job"), None);
     }
 }

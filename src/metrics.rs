@@ -3,6 +3,8 @@
 //! Every call records its final gRPC code, so expected outcomes (NOT_FOUND,
 //! INVALID_ARGUMENT) can be told apart from the gateway's own failures.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -44,6 +46,9 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabels, Counter>,
     slow_requests: Counter,
     shed_calls: Family<MethodLabels, Counter>,
+    replays: Family<MethodLabels, Counter>,
+    rate_limits: Family<MethodLabels, Gauge<f64, AtomicU64>>,
+    throttles: Family<MethodLabels, Counter>,
     calls: Family<CallLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     job_type_lookups: Family<MethodLabels, Counter>,
@@ -90,6 +95,24 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         let slow_requests = Counter::default();
         let shed_calls = Family::<MethodLabels, Counter>::default();
+        let replays = Family::<MethodLabels, Counter>::default();
+        let rate_limits = Family::<MethodLabels, Gauge<f64, AtomicU64>>::default();
+        let throttles = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "rate_limit_per_second",
+            "The rate limit in force per operation: the configured rate, or less while CodePipeline throttles (adaptive)",
+            rate_limits.clone(),
+        );
+        registry.register(
+            "aws_throttles",
+            "Attempts CodePipeline answered with throttling",
+            throttles.clone(),
+        );
+        registry.register(
+            "replays",
+            "Acknowledgements and results answered from memory: the identical request was delivered before",
+            replays.clone(),
+        );
         registry.register(
             "connections",
             "Client connections open now",
@@ -116,6 +139,9 @@ impl Metrics {
             connections_closed,
             slow_requests,
             shed_calls,
+            replays,
+            rate_limits,
+            throttles,
             calls,
             refusals,
             job_type_lookups,
@@ -181,6 +207,20 @@ impl Metrics {
         self.shed_calls
             .get_or_create(&MethodLabels { method })
             .inc();
+    }
+
+    pub fn set_rate_limit(&self, method: &'static str, per_second: f64) {
+        self.rate_limits
+            .get_or_create(&MethodLabels { method })
+            .set(per_second);
+    }
+
+    pub fn record_throttle(&self, method: &'static str) {
+        self.throttles.get_or_create(&MethodLabels { method }).inc();
+    }
+
+    pub fn record_replay(&self, method: &'static str) {
+        self.replays.get_or_create(&MethodLabels { method }).inc();
     }
 
     /// The metrics in the Prometheus text format.

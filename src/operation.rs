@@ -127,6 +127,17 @@ pub struct PolledJob<'a> {
     pub client_id: Option<&'a str>,
 }
 
+/// How a success was delivered, beside what AWS answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// `x-amzn-RequestId` of the attempt that succeeded.
+    pub aws_request_id: String,
+    /// The gateway retried after an attempt of unknown outcome.
+    pub earlier_attempt_may_have_been_applied: bool,
+    /// Answered from the replica's memory of an identical delivered request.
+    pub replay: bool,
+}
+
 /// What one successful AWS attempt answered.
 pub struct Answer<T> {
     /// `x-amzn-RequestId`.
@@ -142,13 +153,13 @@ pub trait Operation: Send + Sync + 'static {
     const VERB: Verb;
 
     /// The gRPC request message.
-    type Request: Send + 'static;
+    type Request: prost::Message + Send + 'static;
     /// The request once every field is proved valid, in the SDK's types.
     type Checked: Resolve<Self::Valid> + Send + 'static;
     /// What is sent to AWS: `Checked` with anything the gateway fills in.
     type Valid: Send + Sync + 'static;
     /// What AWS answered, in the gateway's proto types.
-    type Output: Send + 'static;
+    type Output: Clone + Send + Sync + 'static;
     /// The gRPC response message.
     type Response;
 
@@ -165,7 +176,14 @@ pub trait Operation: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Answer<Self::Output>, CallError>> + Send;
 
     /// The gRPC response for AWS's answer.
-    fn respond(output: Self::Output, aws_request_id: String) -> Self::Response;
+    fn respond(output: Self::Output, delivery: Delivery) -> Self::Response;
+
+    /// Whether the gateway may send `valid` again after an attempt whose
+    /// outcome is unknown. Yes for everything AWS answers a repeat of with
+    /// an error (a closed job, a used nonce); a progress report says no.
+    fn may_repeat_after_unknown_outcome(_valid: &Self::Valid) -> bool {
+        true
+    }
 
     /// The jobs a poll answer handed out (none for other operations).
     fn polled(_output: &Self::Output) -> Vec<PolledJob<'_>> {

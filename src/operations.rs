@@ -11,7 +11,7 @@ use crate::{
     call::CallError,
     client_tokens::{NeedsToken, WithToken},
     convert,
-    operation::{Answer, Operation, OperationId, PolledJob, Subject, Verb},
+    operation::{Answer, Delivery, Operation, OperationId, PolledJob, Subject, Verb},
     proto::v1,
     validation::{Checker, InvalidRequest},
 };
@@ -142,10 +142,10 @@ impl Operation for PollForJobs {
         Ok(answer(&output, jobs))
     }
 
-    fn respond(jobs: Self::Output, aws_request_id: String) -> Self::Response {
+    fn respond(jobs: Self::Output, delivery: Delivery) -> Self::Response {
         v1::PollForJobsResponse {
             jobs,
-            aws_request_id,
+            aws_request_id: delivery.aws_request_id,
         }
     }
 
@@ -197,10 +197,12 @@ impl Operation for AcknowledgeJob {
         Ok(answer(&output, convert::job_status_from(output.status())))
     }
 
-    fn respond(status: Self::Output, aws_request_id: String) -> Self::Response {
+    fn respond(status: Self::Output, delivery: Delivery) -> Self::Response {
         v1::AcknowledgeJobResponse {
             status: status.into(),
-            aws_request_id,
+            aws_request_id: delivery.aws_request_id,
+            earlier_attempt_may_have_been_applied: delivery.earlier_attempt_may_have_been_applied,
+            replay: delivery.replay,
         }
     }
 }
@@ -237,10 +239,10 @@ impl Operation for GetJobDetails {
         Ok(answer(&output, details))
     }
 
-    fn respond(job_details: Self::Output, aws_request_id: String) -> Self::Response {
+    fn respond(job_details: Self::Output, delivery: Delivery) -> Self::Response {
         v1::GetJobDetailsResponse {
             job_details,
-            aws_request_id,
+            aws_request_id: delivery.aws_request_id,
         }
     }
 }
@@ -293,8 +295,16 @@ impl Operation for PutJobSuccessResult {
         Ok(answer(&output, ()))
     }
 
-    fn respond((): (), aws_request_id: String) -> Self::Response {
-        v1::PutJobSuccessResultResponse { aws_request_id }
+    fn respond((): (), delivery: Delivery) -> Self::Response {
+        v1::PutJobSuccessResultResponse {
+            aws_request_id: delivery.aws_request_id,
+            earlier_attempt_may_have_been_applied: delivery.earlier_attempt_may_have_been_applied,
+            replay: delivery.replay,
+        }
+    }
+
+    fn may_repeat_after_unknown_outcome(r: &CustomSuccess) -> bool {
+        r.success.continuation_token.is_none()
     }
 }
 
@@ -336,8 +346,12 @@ impl Operation for PutJobFailureResult {
         Ok(answer(&output, ()))
     }
 
-    fn respond((): (), aws_request_id: String) -> Self::Response {
-        v1::PutJobFailureResultResponse { aws_request_id }
+    fn respond((): (), delivery: Delivery) -> Self::Response {
+        v1::PutJobFailureResultResponse {
+            aws_request_id: delivery.aws_request_id,
+            earlier_attempt_may_have_been_applied: delivery.earlier_attempt_may_have_been_applied,
+            replay: delivery.replay,
+        }
     }
 }
 
@@ -399,10 +413,10 @@ impl Operation for PollForThirdPartyJobs {
         Ok(answer(&output, jobs))
     }
 
-    fn respond(jobs: Self::Output, aws_request_id: String) -> Self::Response {
+    fn respond(jobs: Self::Output, delivery: Delivery) -> Self::Response {
         v1::PollForThirdPartyJobsResponse {
             jobs,
-            aws_request_id,
+            aws_request_id: delivery.aws_request_id,
         }
     }
 
@@ -458,10 +472,12 @@ impl Operation for AcknowledgeThirdPartyJob {
         Ok(answer(&output, convert::job_status_from(output.status())))
     }
 
-    fn respond(status: Self::Output, aws_request_id: String) -> Self::Response {
+    fn respond(status: Self::Output, delivery: Delivery) -> Self::Response {
         v1::AcknowledgeThirdPartyJobResponse {
             status: status.into(),
-            aws_request_id,
+            aws_request_id: delivery.aws_request_id,
+            earlier_attempt_may_have_been_applied: delivery.earlier_attempt_may_have_been_applied,
+            replay: delivery.replay,
         }
     }
 }
@@ -508,10 +524,10 @@ impl Operation for GetThirdPartyJobDetails {
         Ok(answer(&output, details))
     }
 
-    fn respond(job_details: Self::Output, aws_request_id: String) -> Self::Response {
+    fn respond(job_details: Self::Output, delivery: Delivery) -> Self::Response {
         v1::GetThirdPartyJobDetailsResponse {
             job_details,
-            aws_request_id,
+            aws_request_id: delivery.aws_request_id,
         }
     }
 }
@@ -563,8 +579,16 @@ impl Operation for PutThirdPartyJobSuccessResult {
         Ok(answer(&output, ()))
     }
 
-    fn respond((): (), aws_request_id: String) -> Self::Response {
-        v1::PutThirdPartyJobSuccessResultResponse { aws_request_id }
+    fn respond((): (), delivery: Delivery) -> Self::Response {
+        v1::PutThirdPartyJobSuccessResultResponse {
+            aws_request_id: delivery.aws_request_id,
+            earlier_attempt_may_have_been_applied: delivery.earlier_attempt_may_have_been_applied,
+            replay: delivery.replay,
+        }
+    }
+
+    fn may_repeat_after_unknown_outcome(r: &Self::Valid) -> bool {
+        r.body.continuation_token.is_none()
     }
 }
 
@@ -609,7 +633,11 @@ impl Operation for PutThirdPartyJobFailureResult {
         Ok(answer(&output, ()))
     }
 
-    fn respond((): (), aws_request_id: String) -> Self::Response {
-        v1::PutThirdPartyJobFailureResultResponse { aws_request_id }
+    fn respond((): (), delivery: Delivery) -> Self::Response {
+        v1::PutThirdPartyJobFailureResultResponse {
+            aws_request_id: delivery.aws_request_id,
+            earlier_attempt_may_have_been_applied: delivery.earlier_attempt_may_have_been_applied,
+            replay: delivery.replay,
+        }
     }
 }

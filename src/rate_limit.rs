@@ -1,5 +1,6 @@
 //! The rate-limit layer: one token bucket per CodePipeline operation, shared
-//! by every connection and every caller of the process.
+//! by every connection and every caller of the process, in front of every
+//! attempt sent to AWS (retries included).
 //!
 //! The limiter lives behind an `Arc` that every clone of the layer's service
 //! shares. (A limiter cloned per connection, as `tower::limit::RateLimit`
@@ -9,6 +10,15 @@
 //! for it, so waiters are served in arrival order without a background task.
 //! It is refused at once (RESOURCE_EXHAUSTED, with the time to wait) when the
 //! token would come after its deadline or when too many calls already wait.
+//!
+//! **Adaptive** (on by default): replicas share nothing but AWS, so
+//! CodePipeline's throttling is the only signal that they share. Each bucket's
+//! rate backs off multiplicatively when CodePipeline throttles and grows back
+//! along a cubic curve when it does not, never above the configured rate: the
+//! client-side rate limiter of the AWS SDKs' `adaptive` retry mode (CUBIC,
+//! β = 0.7, C = 0.4, a send rate measured in half-second buckets and smoothed).
+//! N replicas, each configured above the account's quota, so settle near the
+//! quota together without talking to each other.
 
 use std::{
     future::Future,
@@ -23,25 +33,40 @@ use tokio::time::Instant;
 
 use crate::{
     call::{Call, CallError, ErrorKind},
+    metrics::Metrics,
     operation::{Operation, OperationId},
 };
 
 /// Limits per operation; validated at start-up.
 #[derive(Clone, Copy, Debug)]
 pub struct RateLimitSettings {
-    /// Tokens added per second.
+    /// Tokens added per second: the ceiling when adaptive.
     pub per_second: f64,
     /// Bucket size: how many calls may pass at once after a quiet spell.
     pub burst: NonZeroU32,
     /// How many calls may wait for a token at once.
     pub max_waiting: u32,
+    /// Back off when CodePipeline throttles.
+    pub adaptive: bool,
 }
+
+/// The multiplicative decrease on a throttle.
+const BETA: f64 = 0.7;
+/// How fast the rate grows back (requests/s per s³).
+const SCALE: f64 = 0.4;
+/// The least rate an adaptive bucket falls to.
+const MIN_RATE: f64 = 0.5;
+/// The send rate is measured over buckets of this many seconds...
+const MEASURE_BUCKET: f64 = 0.5;
+/// ...and smoothed with this weight for the newest bucket.
+const SMOOTHING: f64 = 0.8;
 
 /// A token bucket that lets its level go negative: `-level` tokens are
 /// reserved by waiting calls.
 #[derive(Debug)]
 pub struct TokenBucket {
     settings: RateLimitSettings,
+    started: Instant,
     state: Mutex<BucketState>,
 }
 
@@ -49,6 +74,56 @@ pub struct TokenBucket {
 struct BucketState {
     level: f64,
     updated: Instant,
+    /// The current fill rate: `settings.per_second` until AWS throttles.
+    rate: f64,
+    adapting: Option<Cubic>,
+    measured: SendRate,
+}
+
+/// The cubic curve the rate follows back up after a throttle.
+#[derive(Clone, Copy, Debug)]
+struct Cubic {
+    /// The rate when AWS last throttled.
+    max: f64,
+    /// Seconds from the throttle until the curve is back at `max`.
+    k: f64,
+    /// When AWS last throttled (seconds since the bucket started).
+    at: f64,
+}
+
+impl Cubic {
+    fn after_throttle(max: f64, at: f64) -> Cubic {
+        Cubic {
+            max,
+            k: (max * (1.0 - BETA) / SCALE).cbrt(),
+            at,
+        }
+    }
+
+    fn rate_at(&self, now: f64) -> f64 {
+        SCALE * (now - self.at - self.k).powi(3) + self.max
+    }
+}
+
+/// The rate at which attempts are actually sent, smoothed.
+#[derive(Debug, Default)]
+struct SendRate {
+    smoothed: f64,
+    count: f64,
+    bucket_start: f64,
+}
+
+impl SendRate {
+    fn record(&mut self, now: f64) {
+        self.count += 1.0;
+        let bucket = (now / MEASURE_BUCKET).floor() * MEASURE_BUCKET;
+        if bucket > self.bucket_start {
+            let rate = self.count / (bucket - self.bucket_start);
+            self.smoothed = rate * SMOOTHING + self.smoothed * (1.0 - SMOOTHING);
+            self.count = 0.0;
+            self.bucket_start = bucket;
+        }
+    }
 }
 
 /// The bucket's answer to one call.
@@ -66,10 +141,23 @@ impl TokenBucket {
     pub fn new(settings: RateLimitSettings, now: Instant) -> Self {
         TokenBucket {
             settings,
+            started: now,
             state: Mutex::new(BucketState {
                 level: f64::from(settings.burst.get()),
                 updated: now,
+                rate: settings.per_second,
+                adapting: None,
+                measured: SendRate::default(),
             }),
+        }
+    }
+
+    /// While adapting, a burst is at most one second at the current rate.
+    fn capacity(&self, state: &BucketState) -> f64 {
+        let burst = f64::from(self.settings.burst.get());
+        match state.adapting {
+            Some(_) => burst.min(state.rate.max(1.0)),
+            None => burst,
         }
     }
 
@@ -77,15 +165,15 @@ impl TokenBucket {
     pub fn admit(&self, now: Instant, deadline: Instant) -> Admission {
         let mut state = self.state.lock().expect("bucket lock poisoned");
         let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
-        state.level = (state.level + elapsed * self.settings.per_second)
-            .min(f64::from(self.settings.burst.get()));
+        let capacity = self.capacity(&state);
+        state.level = (state.level + elapsed * state.rate).min(capacity);
         state.updated = now;
 
         if state.level >= 1.0 {
             state.level -= 1.0;
             return Admission::Now;
         }
-        let wait = Duration::from_secs_f64((1.0 - state.level) / self.settings.per_second);
+        let wait = Duration::from_secs_f64((1.0 - state.level) / state.rate);
         let waiting = (-state.level).max(0.0).ceil() as u32;
         if waiting >= self.settings.max_waiting || now + wait > deadline {
             return Admission::Refused { retry_after: wait };
@@ -97,25 +185,70 @@ impl TokenBucket {
     /// Gives back a reserved token whose call went away before using it.
     pub fn refund(&self) {
         let mut state = self.state.lock().expect("bucket lock poisoned");
-        state.level = (state.level + 1.0).min(f64::from(self.settings.burst.get()));
+        let capacity = self.capacity(&state);
+        state.level = (state.level + 1.0).min(capacity);
+    }
+
+    /// Learns from one attempt's answer: throttled or not. Returns the rate
+    /// now in force.
+    pub fn observe(&self, now: Instant, throttled: bool) -> f64 {
+        let mut state = self.state.lock().expect("bucket lock poisoned");
+        if !self.settings.adaptive {
+            return state.rate;
+        }
+        let t = now.saturating_duration_since(self.started).as_secs_f64();
+        state.measured.record(t);
+        let measured = state.measured.smoothed;
+        let ceiling = self.settings.per_second;
+        let next = if throttled {
+            // Cut from what is really sent, not from an unused ceiling.
+            let basis = if measured > 0.0 {
+                measured.min(state.rate)
+            } else {
+                state.rate
+            };
+            state.adapting = Some(Cubic::after_throttle(basis, t));
+            basis * BETA
+        } else {
+            match state.adapting {
+                None => return state.rate,
+                // Never far above what is actually sent.
+                Some(cubic) => cubic.rate_at(t).min(2.0 * measured.max(MIN_RATE)),
+            }
+        };
+        state.rate = next.clamp(MIN_RATE.min(ceiling), ceiling);
+        if !throttled && state.rate >= ceiling {
+            // Back at the ceiling: the configured limit alone applies again.
+            state.adapting = None;
+        }
+        state.rate
+    }
+
+    /// The rate now in force.
+    pub fn rate(&self) -> f64 {
+        self.state.lock().expect("bucket lock poisoned").rate
     }
 }
 
 /// One bucket per operation, created up front (indexed by
 /// [`OperationId::index`]) so the table is never written after start-up.
-#[derive(Debug)]
 pub struct RateLimiter {
     buckets: Vec<TokenBucket>,
+    metrics: Arc<Metrics>,
 }
 
 impl RateLimiter {
-    pub fn new(settings: RateLimitSettings) -> Self {
+    pub fn new(settings: RateLimitSettings, metrics: Arc<Metrics>) -> Self {
         let now = Instant::now();
+        for operation in OperationId::ALL {
+            metrics.set_rate_limit(operation.name(), settings.per_second);
+        }
         RateLimiter {
             buckets: OperationId::ALL
                 .iter()
                 .map(|_| TokenBucket::new(settings, now))
                 .collect(),
+            metrics,
         }
     }
 
@@ -214,7 +347,21 @@ where
                     return Err(error);
                 }
             }
-            inner.call(call).await
+            let result = inner.call(call).await;
+            // An attempt that reached AWS teaches the adaptive rate.
+            let throttled = match &result {
+                Ok(_) => Some(false),
+                Err(error) if error.attempts == 0 => None,
+                Err(error) => Some(error.kind == ErrorKind::Throttled),
+            };
+            if let Some(throttled) = throttled {
+                let rate = bucket.observe(Instant::now(), throttled);
+                if throttled {
+                    limiter.metrics.record_throttle(operation.name());
+                }
+                limiter.metrics.set_rate_limit(operation.name(), rate);
+            }
+            result
         })
     }
 }
@@ -229,6 +376,7 @@ mod tests {
             per_second,
             burst: NonZeroU32::new(burst).unwrap(),
             max_waiting,
+            adaptive: true,
         };
         (TokenBucket::new(settings, now), now)
     }
@@ -305,5 +453,61 @@ mod tests {
             b.admit(now, now + LATER),
             Admission::At(now + Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn throttling_cuts_the_rate_and_quiet_grows_it_back_to_the_ceiling() {
+        let (b, start) = bucket(100.0, 10, 10);
+        // 40 attempts a second are really sent, then AWS throttles.
+        let mut now = start;
+        for _ in 0..80 {
+            now += Duration::from_millis(25);
+            b.observe(now, false);
+        }
+        assert_eq!(b.rate(), 100.0, "no throttle, no change");
+        let cut = b.observe(now, true);
+        assert!(
+            (20.0..=35.0).contains(&cut),
+            "cut to 0.7 x the measured ~40/s, not the 100/s ceiling: {cut}"
+        );
+        // A second throttle cuts again.
+        let again = b.observe(now + Duration::from_millis(25), true);
+        assert!(again < cut, "{again} < {cut}");
+        // Quiet: the curve climbs back, never past the ceiling, and stops
+        // adapting there.
+        let mut rates = Vec::new();
+        for _ in 0..(60 * 100) {
+            now += Duration::from_millis(10);
+            rates.push(b.observe(now, false));
+        }
+        assert!(rates.windows(2).all(|w| w[1] >= w[0] - 1e-9), "monotonic");
+        assert_eq!(b.rate(), 100.0);
+        assert!(b.state.lock().unwrap().adapting.is_none());
+    }
+
+    #[test]
+    fn a_fixed_limit_ignores_throttling() {
+        let now = Instant::now();
+        let settings = RateLimitSettings {
+            per_second: 10.0,
+            burst: NonZeroU32::new(1).unwrap(),
+            max_waiting: 1,
+            adaptive: false,
+        };
+        let b = TokenBucket::new(settings, now);
+        assert_eq!(b.observe(now, true), 10.0);
+    }
+
+    #[test]
+    fn while_adapting_the_burst_is_one_second_at_the_current_rate() {
+        let (b, now) = bucket(100.0, 50, 0);
+        b.observe(now, true);
+        let rate = b.rate();
+        let later = now + Duration::from_secs(30);
+        let mut admitted = 0;
+        while b.admit(later, later) == Admission::Now {
+            admitted += 1;
+        }
+        assert!(f64::from(admitted) <= rate.max(1.0), "{admitted} > {rate}");
     }
 }

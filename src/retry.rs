@@ -112,12 +112,17 @@ impl<O: Operation> tower::retry::Policy<Call<O>, CallSuccess<O::Output>, CallErr
         match result {
             Ok(success) => {
                 success.attempts = self.attempts;
+                success.earlier_attempt_may_have_applied = self.earlier_outcome_unknown;
                 None
             }
             Err(error) => {
                 error.attempts = self.attempts;
                 error.earlier_attempt_may_have_applied = self.earlier_outcome_unknown;
                 self.earlier_outcome_unknown |= error.outcome_unknown;
+                // A repeat that AWS might apply twice is the caller's choice.
+                if error.outcome_unknown && !O::may_repeat_after_unknown_outcome(&call.request) {
+                    return None;
+                }
                 let delay = self.next_delay(call.deadline, error)?;
                 Some(tokio::time::sleep(delay))
             }

@@ -91,6 +91,15 @@ async fn emulator(args: EmulatorArgs) -> Result<(), String> {
             args.listen
         )
     })?;
+    if let Some(quota) = args.quota_per_second {
+        if !(quota.is_finite() && quota > 0.0) {
+            return Err(format!(
+                "invalid --quota-per-second (CPGW_EMULATOR_QUOTA_PER_SECOND): must be a number \
+                 greater than 0, got {quota}"
+            ));
+        }
+        emulator.set_quota(Some(quota));
+    }
     let config = emulator.config();
     println!(
         "CodePipeline emulator on {url}\n\

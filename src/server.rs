@@ -93,6 +93,7 @@ impl Gateway {
                 settings.retry.clone(),
                 settings.attempt_timeout,
                 settings.upstream_concurrency,
+                metrics.clone(),
             ),
             metrics.clone(),
             Bounds {

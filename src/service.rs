@@ -23,9 +23,10 @@ use crate::{
     error::{call_error_status, invalid_request_status, refusal_status},
     forwarding::ForwardingStack,
     metrics::{Metrics, code_name},
-    operation::{Operation, Resolve, Subject},
+    operation::{Delivery, Operation, Resolve, Subject},
     operations as op,
     proto::v1::{self, job_worker_service_server::JobWorkerService},
+    replay::{Deliveries, Fingerprint},
     retry::{RetrySettings, suggested_retry_delay},
     validation::Checker,
 };
@@ -41,6 +42,7 @@ pub struct JobWorker {
     retry: RetrySettings,
     client_tokens: Option<Arc<ClientTokens>>,
     access: Arc<Access>,
+    deliveries: Deliveries,
 }
 
 /// What a finished call's log line and audit event say about it.
@@ -85,6 +87,7 @@ impl JobWorker {
             retry,
             client_tokens,
             access,
+            deliveries: Deliveries::new(),
         }
     }
 
@@ -124,12 +127,24 @@ impl JobWorker {
             error.retry_after = Some(SHED_RETRY_DELAY);
             return Err(call_error_status(&error, error.retry_after));
         };
-        let outcome = self.decide::<O>(request, deadline, &mut record).await;
+        // Acknowledgements and results are remembered once delivered, so an
+        // identical repeat can be answered as a replay.
+        let fingerprint = O::VERB
+            .changes_state()
+            .then(|| Fingerprint::of::<O>(request.get_ref()));
+        let outcome = self
+            .decide::<O>(request, deadline, fingerprint, &mut record)
+            .await;
         self.finished(&record, arrived, &outcome);
         if O::VERB.changes_state() {
             audit(&record, &outcome);
         }
         let success = outcome.map_err(|(status, _)| status)?;
+        if let (Some(fingerprint), Some(job_id), false) =
+            (fingerprint, &record.job_id, success.replay)
+        {
+            self.deliveries.remember::<O>(job_id, fingerprint, &success);
+        }
         for job in O::polled(&success.output) {
             if let Some(action_type) = &record.action_type {
                 self.access.remember_job_type(job.job_id, action_type);
@@ -138,8 +153,12 @@ impl JobWorker {
                 map.remember(job.job_id, client_id);
             }
         }
-        let aws_request_id = success.aws_request_id.unwrap_or_default();
-        Ok(Response::new(O::respond(success.output, aws_request_id)))
+        let delivery = Delivery {
+            aws_request_id: success.aws_request_id.unwrap_or_default(),
+            earlier_attempt_may_have_been_applied: success.earlier_attempt_may_have_applied,
+            replay: success.replay,
+        };
+        Ok(Response::new(O::respond(success.output, delivery)))
     }
 
     /// Everything between arrival and AWS's answer; fills in `record` as it
@@ -148,6 +167,7 @@ impl JobWorker {
         &self,
         request: Request<O::Request>,
         deadline: Instant,
+        fingerprint: Option<Fingerprint>,
         record: &mut Record,
     ) -> Outcome<O::Output> {
         let refuse = |refusal: Refusal, record: &Record| {
@@ -203,10 +223,18 @@ impl JobWorker {
         }
         // Only now, for a caller allowed to act on the job, may the map's
         // client token be used.
-        match checked.resolve(self.client_tokens.as_deref()) {
-            Err(invalid) => Err((invalid_request_status(&invalid), None)),
-            Ok(valid) => self.forward::<O>(Call::new(valid, deadline)).await,
+        let valid = checked
+            .resolve(self.client_tokens.as_deref())
+            .map_err(|invalid| (invalid_request_status(&invalid), None))?;
+        // Only now, authorized: the repeat of a request this replica
+        // delivered is answered from memory.
+        if let (Some(fingerprint), Some(job_id)) = (fingerprint, &record.job_id)
+            && let Some(replay) = self.deliveries.recall::<O>(job_id, fingerprint)
+        {
+            self.metrics.record_replay(record.method);
+            return Ok(replay);
         }
+        self.forward::<O>(Call::new(valid, deadline)).await
     }
 
     /// A job's action type from AWS, for a replica that did not answer the
@@ -308,6 +336,7 @@ impl JobWorker {
                     caller,
                     job_id,
                     attempts = success.attempts,
+                    replay = success.replay,
                     latency_ms,
                     aws_request_id = success.aws_request_id.as_deref().unwrap_or(""),
                     "call finished"

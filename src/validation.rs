@@ -11,7 +11,10 @@
 //! downstream re-asserts what was checked here. Each operation's `validate`
 //! (in `operations.rs`) reads as the list of its rules.
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::LazyLock,
+};
 
 use aws_sdk_codepipeline::types;
 use aws_smithy_types::DateTime;
@@ -434,7 +437,7 @@ impl Checker {
 
     pub fn output_variables(
         &mut self,
-        variables: HashMap<String, String>,
+        variables: BTreeMap<String, String>,
         with_continuation_token: bool,
     ) -> Option<HashMap<String, String>> {
         if variables.is_empty() {
@@ -447,10 +450,8 @@ impl Checker {
                  the final result of a job",
             );
         }
-        // Sorted so that the violations come out in a stable order.
-        let mut keys: Vec<&String> = variables.keys().collect();
-        keys.sort();
-        for key in keys {
+        // In key order, so that the violations come out in a stable order.
+        for key in variables.keys() {
             if !OUTPUT_VARIABLE_KEY.is_match(key) {
                 // The key is named (it is not a secret); the value never is.
                 self.violation(
@@ -470,7 +471,7 @@ impl Checker {
                 ),
             );
         }
-        Some(variables)
+        Some(variables.into_iter().collect())
     }
 }
 

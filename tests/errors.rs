@@ -100,11 +100,10 @@ async fn a_second_result_for_a_finished_job_is_failed_precondition() {
         .put_job_success_result(success(&job.job_id))
         .await
         .expect("first");
-    let status = h
-        .client
-        .put_job_success_result(success(&job.job_id))
-        .await
-        .unwrap_err();
+    // A different result (the identical one is a replay: tests/outcomes.rs).
+    let mut second = success(&job.job_id);
+    second.continuation_token = "again".into();
+    let status = h.client.put_job_success_result(second).await.unwrap_err();
     assert_aws_error(&status, Code::FailedPrecondition, "INVALID_JOB_STATE", "1");
     assert!(
         !status

@@ -376,9 +376,10 @@ async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     let response = client.put_job_success_result(request).await.unwrap();
     let aws_request_id = response.into_inner().aws_request_id;
-    // A second report fails: audited with its outcome too.
+    // A second, different report fails: audited with its outcome too.
     let mut again = tonic::Request::new(PutJobSuccessResultRequest {
         job_id: job.job_id.clone(),
+        continuation_token: "another".into(),
         ..Default::default()
     });
     again

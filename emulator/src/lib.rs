@@ -174,6 +174,7 @@ mod control;
 mod faults;
 mod model;
 mod operations;
+mod quota;
 mod recording;
 mod response;
 mod server;
@@ -366,6 +367,13 @@ impl Emulator {
     /// Queues a fault (after the ones already queued). `times == 0` is a no-op.
     pub fn inject_fault(&self, fault: Fault) {
         self.shared.world().faults.push(fault);
+    }
+
+    /// Throttles each operation above `per_second` requests a second (a
+    /// token bucket holding one second's worth), like CodePipeline's own
+    /// quotas; `None` lifts the quota.
+    pub fn set_quota(&self, per_second: Option<f64>) {
+        self.shared.world().quota.set(per_second);
     }
 
     /// Drops all pending faults.

@@ -185,7 +185,10 @@ async fn handle_aws(
     let (seq, fault) = {
         let mut world = shared.world();
         let fault = match &preflight {
-            Ok(op) => world.faults.take(op),
+            Ok(op) => world.faults.take(op).or_else(|| {
+                // Over the quota: throttled like an injected fault.
+                (!world.quota.admit(op, std::time::Instant::now())).then_some(FaultKind::Throttle)
+            }),
             Err(_) => None,
         };
         let seq = world.requests.push(RecordedRequest {

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::EmulatorConfig;
 use crate::faults::FaultQueue;
+use crate::quota::Quota;
 use crate::recording::RequestLog;
 use crate::state::JobStore;
 
@@ -18,6 +19,7 @@ pub(crate) struct World {
     pub jobs: JobStore,
     pub requests: RequestLog,
     pub faults: FaultQueue,
+    pub quota: Quota,
 }
 
 /// State shared by the handle, the accept loop and all connections.

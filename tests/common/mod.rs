@@ -29,6 +29,7 @@ pub fn settings() -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: RateLimitSettings {
+            adaptive: defaults.rate_limit.adaptive,
             per_second: 10_000.0,
             burst: NonZeroU32::new(10_000).unwrap(),
             max_waiting: 1_000,

@@ -221,7 +221,8 @@ def recipe_jobs(dev, provider: str) -> list[dict]:
 
 
 def test_what_aws_received_from_the_lifecycle_recipes(recipe_outputs, dev):
-    """Poll, acknowledge (twice), details and failure, each exactly once."""
+    """Poll, acknowledge (its replay never reaches AWS; a stale nonce does),
+    details and failure, each exactly once."""
     (job,) = recipe_jobs(dev, "GrpcurlRecipes")
     received = dev.emulator.requests(job["jobId"])
     assert [(r["operation"], r["status"], r["errorType"]) for r in received] == [
@@ -231,6 +232,7 @@ def test_what_aws_received_from_the_lifecycle_recipes(recipe_outputs, dev):
         ("PutJobFailureResult", 200, None),
     ]
     assert received[0]["body"] == {"jobId": job["jobId"], "nonce": job["nonce"]}
+    assert received[1]["body"] == {"jobId": job["jobId"], "nonce": "stale-nonce"}
     failure = {
         "type": "JobFailed",
         "message": "smoke tests failed: 2 of 14",

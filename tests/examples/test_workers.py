@@ -275,13 +275,28 @@ def test_a_second_final_report_without_unknown_outcome_fails(worker, emulator):
     first = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
     assert first.returncode == 0, first.output
 
-    again = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
+    # A different report for the finished job (a progress report this time).
+    again = worker("--job-id", job["jobId"])
 
     assert again.returncode == 1, again.output
     assert "failed: FAILED_PRECONDITION" in again.stderr
     assert "reason: INVALID_JOB_STATE" in again.stderr
     assert "earlierAttemptMayHaveBeenApplied" not in again.stderr
     assert len(emulator.requests(job["jobId"])) == 2
+
+
+def test_the_identical_report_again_is_a_replay_that_never_reaches_aws(worker, emulator):
+    # A worker whose answer was lost reports the same result again: the
+    # gateway remembers delivering it and answers OK (replay) from memory.
+    job = emulator.create_job("custom")
+    first = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
+    assert first.returncode == 0, first.output
+
+    again = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish")
+
+    assert again.returncode == 0, again.output
+    assert len(emulator.requests(job["jobId"])) == 1
+    assert emulator.job(job["jobId"])["resultsReceived"] == 1
 
 
 def test_deadline_exceeded_is_retried_and_the_job_is_reported_once(worker, emulator):

@@ -88,6 +88,7 @@ CPGW_ADMIN_LISTEN: {{ printf "%s:%d" $g.bindAddress (int .Values.ports.metrics) 
 CPGW_RATE_LIMIT_RPS: {{ $g.rateLimit.rps | toString | quote }}
 CPGW_RATE_LIMIT_BURST: {{ $g.rateLimit.burst | int | toString | quote }}
 CPGW_RATE_LIMIT_QUEUE: {{ $g.rateLimit.queue | int | toString | quote }}
+CPGW_RATE_LIMIT_ADAPTIVE: {{ $g.rateLimit.adaptive | toString | quote }}
 CPGW_RETRY_MAX_ATTEMPTS: {{ $g.retry.maxAttempts | int | toString | quote }}
 CPGW_RETRY_BASE_DELAY: {{ $g.retry.baseDelay | quote }}
 CPGW_RETRY_MAX_DELAY: {{ $g.retry.maxDelay | quote }}
