@@ -16,7 +16,11 @@
 //! rate backs off multiplicatively when CodePipeline throttles and grows back
 //! along a cubic curve when it does not, never above the configured rate: the
 //! client-side rate limiter of the AWS SDKs' `adaptive` retry mode (CUBIC,
-//! β = 0.7, C = 0.4, a send rate measured in half-second buckets and smoothed).
+//! β = 0.7, a send rate measured in half-second buckets and smoothed), with
+//! three changes measured by `benches/adaptive.rs`: the curve's scale is
+//! relative to the rate (back at it 4 s after a cut), it probes past that
+//! rate at 5 % a second before the cubic term takes over, and throttles
+//! within a second of a cut do not cut again.
 //! N replicas, each configured above the account's quota, so settle near the
 //! quota together without talking to each other.
 
@@ -52,10 +56,18 @@ pub struct RateLimitSettings {
 
 /// The multiplicative decrease on a throttle.
 const BETA: f64 = 0.7;
-/// How fast the rate grows back (requests/s per s³).
-const SCALE: f64 = 0.4;
+/// How fast the rate grows back, relative to the rate at the last throttle
+/// (per s³): back at that rate 4 s after a cut, whatever its size. (The SDKs'
+/// absolute 0.4 requests/s per s³ made four small replicas overshoot a
+/// 40/s quota together every few seconds.)
+const SCALE: f64 = (1.0 - BETA) / 64.0;
+/// Past the rate of the last throttle, growth per second, relative to it.
+const PROBE: f64 = 0.05;
 /// The least rate an adaptive bucket falls to.
 const MIN_RATE: f64 = 0.5;
+/// Throttles within this many seconds of a cut answer attempts sent before
+/// it: they do not cut again (TCP, likewise, reacts once per round trip).
+const CUT_COOLDOWN: f64 = 1.0;
 /// The send rate is measured over buckets of this many seconds...
 const MEASURE_BUCKET: f64 = 0.5;
 /// ...and smoothed with this weight for the newest bucket.
@@ -95,13 +107,21 @@ impl Cubic {
     fn after_throttle(max: f64, at: f64) -> Cubic {
         Cubic {
             max,
-            k: (max * (1.0 - BETA) / SCALE).cbrt(),
+            k: ((1.0 - BETA) / SCALE).cbrt(),
             at,
         }
     }
 
     fn rate_at(&self, now: f64) -> f64 {
-        SCALE * (now - self.at - self.k).powi(3) + self.max
+        let since = now - self.at - self.k;
+        if since < 0.0 {
+            self.max * (1.0 + SCALE * since.powi(3))
+        } else {
+            // Past the old maximum, probe slowly at first (N replicas
+            // probing together overshoot N times as fast), then faster, so
+            // that capacity freed elsewhere is found within seconds.
+            self.max * (1.0 + PROBE * since + SCALE / 8.0 * since.powi(3))
+        }
     }
 }
 
@@ -200,6 +220,12 @@ impl TokenBucket {
         state.measured.record(t);
         let measured = state.measured.smoothed;
         let ceiling = self.settings.per_second;
+        let recently_cut = state
+            .adapting
+            .is_some_and(|cubic| t - cubic.at < CUT_COOLDOWN);
+        if throttled && recently_cut {
+            return state.rate;
+        }
         let next = if throttled {
             // Cut from what is really sent, not from an unused ceiling.
             let basis = if measured > 0.0 {
@@ -470,8 +496,11 @@ mod tests {
             (20.0..=35.0).contains(&cut),
             "cut to 0.7 x the measured ~40/s, not the 100/s ceiling: {cut}"
         );
-        // A second throttle cuts again.
-        let again = b.observe(now + Duration::from_millis(25), true);
+        // Throttles right after a cut answer attempts sent before it.
+        assert_eq!(b.observe(now + Duration::from_millis(25), true), cut);
+        // A throttle a while later cuts again.
+        now += Duration::from_millis(1500);
+        let again = b.observe(now, true);
         assert!(again < cut, "{again} < {cut}");
         // Quiet: the curve climbs back, never past the ceiling, and stops
         // adapting there.
