@@ -10,7 +10,8 @@
 //! --upstream-concurrency, the well-behaved p99 < 3x its unloaded p99, RSS back
 //! within 1.5x idle afterwards.
 //!
-//! Run: `cargo bench --bench storm`.
+//! Run: `cargo bench --bench storm` (`-- --gateway <flags>` passes flags to the
+//! gateway; `MALLOC_*` variables are passed on too).
 
 use std::{process::Stdio, time::Duration};
 
@@ -61,6 +62,11 @@ fn connections_to(port: u16) -> usize {
 }
 
 async fn start_gateway(emulator: &Emulator) -> (Child, String) {
+    // Extra flags for the gateway after `--`, e.g. `--max-concurrent-streams 32`.
+    let extra: Vec<String> = std::env::args()
+        .skip_while(|a| a != "--gateway")
+        .skip(1)
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
         .args([
             "serve",
@@ -76,6 +82,7 @@ async fn start_gateway(emulator: &Emulator) -> (Child, String) {
             "--rate-limit-burst",
             "1000000",
         ])
+        .args(extra)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn,codepipeline_gateway::server=info")
@@ -84,6 +91,7 @@ async fn start_gateway(emulator: &Emulator) -> (Child, String) {
         .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -188,7 +196,20 @@ async fn main() {
         }
         (peak_rss, peak_upstream)
     });
-    let loaded = probe(&addr, &job.job_id).await;
+    // The probe has a thread and runtime of its own, so that it does not
+    // queue behind the storm's 5,000 client tasks in this process.
+    let loaded = {
+        let (addr, job_id) = (addr.clone(), job.job_id.clone());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(probe(&addr, &job_id))
+        })
+        .await
+        .unwrap()
+    };
     let mut ok = 0;
     let mut shed = 0;
     let mut other = 0;
@@ -203,9 +224,25 @@ async fn main() {
     let (peak_rss, peak_upstream) = watch.await.unwrap();
     let storm_rss = rss_kib(pid);
 
-    drop(idle);
+    let gateway_port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let open_during = connections_to(gateway_port);
+    for (send, connection) in idle {
+        drop(send);
+        connection.abort();
+    }
     drop(storm_channel);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Long enough for an allocator's purge (jemalloc's decay is 10 s).
+    let mut settling = Vec::new();
+    for second in 1..=20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if second % 5 == 0 {
+            settling.push(format!(
+                "{second} s: {:.1} MiB",
+                rss_kib(pid) as f64 / 1024.0
+            ));
+        }
+    }
+    let open_after = connections_to(gateway_port);
     let after_rss = rss_kib(pid);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -217,7 +254,7 @@ async fn main() {
         storm_took.as_secs_f64()
     );
     println!(
-        "  gateway RSS: idle {:.1} MiB, peak {:.1} MiB (goal < 64), after the storm {:.1} MiB = {:.2}x idle (goal <= 1.5x)",
+        "  gateway RSS: idle {:.1} MiB, peak {:.1} MiB (goal < 64), 20 s after the storm {:.1} MiB = {:.2}x idle (goal <= 1.5x)",
         mib(idle_rss),
         mib(peak_rss.max(storm_rss)),
         mib(after_rss),
@@ -226,6 +263,10 @@ async fn main() {
     println!(
         "  connections to CodePipeline: at most {peak_upstream} (goal <= --upstream-concurrency {UPSTREAM_CONCURRENCY})"
     );
+    println!(
+        "  client connections open: {open_during} during, {open_after} after the clients left"
+    );
+    println!("  RSS after the clients left: {}", settling.join(", "));
     let (p50_before, p99_before) = (percentile(&unloaded, 0.5), percentile(&unloaded, 0.99));
     let (p50_during, p99_during) = (percentile(&loaded, 0.5), percentile(&loaded, 0.99));
     println!(

@@ -80,6 +80,34 @@ pub async fn client_for_emulator(
     .await
 }
 
+/// `client` with a pool that keeps at most `max_idle` idle connections to
+/// CodePipeline, so that a burst leaves no more behind than the attempt cap
+/// lets run at once. Otherwise the SDK's default HTTPS client (rustls with
+/// aws-lc, proxies from the environment).
+pub fn with_bounded_pool(client: &Client, max_idle: usize) -> Client {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    let http_client = Builder::new()
+        .pool_max_idle_per_host(max_idle)
+        .build_with_connector_fn(|settings, components| {
+            let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ));
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        });
+    Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .http_client(http_client)
+            .build(),
+    )
+}
+
 /// Sends one attempt of a [`Call`] to CodePipeline. An attempt never outlives
 /// the caller's deadline nor the gateway's attempt timeout.
 ///
@@ -96,7 +124,7 @@ pub struct Forwarder {
 impl Forwarder {
     pub fn new(client: Client, attempt_timeout: Duration, max_concurrency: usize) -> Self {
         Forwarder {
-            client,
+            client: with_bounded_pool(&client, max_concurrency),
             attempt_timeout,
             upstream: Arc::new(Semaphore::new(max_concurrency)),
         }

@@ -3,7 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use codepipeline_gateway::cli::Cli;
 
+/// jemalloc hands freed pages back to the system (its background thread purges
+/// them after 10 s); glibc's malloc kept the 50 MiB of a 2,000-connection storm
+/// for good, fragmented across its arenas (benches/storm.rs).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Purge freed memory in the background, not only when allocating again.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     Cli::parse().run().await
 }
