@@ -13,7 +13,8 @@
 //!   been applied (the worker's repeat then settles it);
 //! - the gateway's RSS before and after.
 //!
-//! Run: `cargo bench --bench soak` (`-- --calls 30000 --workers 32`).
+//! Run: `cargo bench --bench soak` (`-- --calls 30000 --workers 32`, and
+//! `--gateway <flags>` last to pass flags to the gateway).
 
 use std::{
     collections::HashMap,
@@ -65,6 +66,12 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn start_gateway(emulator: &Emulator) -> (Child, String) {
+    // Extra flags for the gateway, e.g. `-- --gateway --rate-limit-adaptive false`.
+    let extra: Vec<String> = std::env::args()
+        .skip_while(|a| a != "--gateway")
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
         .args([
             "serve",
@@ -82,6 +89,7 @@ async fn start_gateway(emulator: &Emulator) -> (Child, String) {
             "--attempt-timeout",
             "1s",
         ])
+        .args(extra)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "error,codepipeline_gateway::server=info")
@@ -175,34 +183,60 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-fn maybe_fault(emulator: &Emulator, operation: &str) {
-    let mut rng = rand::rng();
-    if !rng.random_bool(FAULT_SHARE) {
-        return;
+/// Keeps about [`FAULT_SHARE`] of the attempts that reach AWS faulted: every
+/// 50 ms, queues that share of the attempts since the last look as faults of
+/// random kinds on random operations.
+async fn inject_faults(emulator: Emulator, stop: Arc<std::sync::atomic::AtomicBool>) {
+    const OPERATIONS: [&str; 5] = [
+        "PollForJobs",
+        "AcknowledgeJob",
+        "GetJobDetails",
+        "PutJobSuccessResult",
+        "PutJobFailureResult",
+    ];
+    let mut seen = 0;
+    let mut owed = 0.0;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = emulator.requests().len();
+        owed += (now - seen) as f64 * FAULT_SHARE;
+        seen = now;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let operation = OPERATIONS[rand::rng().random_range(0..OPERATIONS.len())];
+            emulator.inject_fault(Fault::for_operation(operation, random_fault(), 1));
+        }
     }
-    let kind = match rng.random_range(0..6) {
+}
+
+fn random_fault() -> FaultKind {
+    let mut rng = rand::rng();
+    match rng.random_range(0..6) {
         0 => FaultKind::Throttle,
         1 => FaultKind::ServerError(503),
         2 => FaultKind::ResetBeforeApply,
         3 => FaultKind::ResetAfterApply,
         4 => FaultKind::Delay(Duration::from_millis(1500)),
         _ => FaultKind::ServerError(500),
-    };
-    emulator.inject_fault(Fault::for_operation(operation, kind, 1));
+    }
 }
 
-async fn work_one_job(
-    client: &mut JobWorkerServiceClient<Channel>,
-    emulator: &Emulator,
-    ledger: &Ledger,
-    job: v1::Job,
-) {
+/// Waits as `RetryInfo` asks (docs/clients.md), at least 20 ms.
+async fn back_off(status: &Status) {
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap_or_default()
+        .max(Duration::from_millis(20));
+    tokio::time::sleep(delay).await;
+}
+
+async fn work_one_job(client: &mut JobWorkerServiceClient<Channel>, ledger: &Ledger, job: v1::Job) {
     let deadline = Duration::from_secs(3);
     // Acknowledge: INVALID_NONCE after our own unknown outcome means ours.
     let mut earlier_unknown = false;
     let mut acknowledged = false;
     for _ in 0..ATTEMPTS {
-        maybe_fault(emulator, "AcknowledgeJob");
         let mut request = tonic::Request::new(AcknowledgeJobRequest {
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
@@ -219,14 +253,16 @@ async fn work_one_job(
                 acknowledged = earlier_unknown || meta(&status, "earlierAttemptMayHaveBeenApplied");
                 break;
             }
-            Err(status) if retryable(&status) => earlier_unknown |= unknown(&status),
+            Err(status) if retryable(&status) => {
+                earlier_unknown |= unknown(&status);
+                back_off(&status).await;
+            }
             Err(_) => break,
         }
     }
     if !acknowledged {
         return;
     }
-    maybe_fault(emulator, "GetJobDetails");
     let mut request = tonic::Request::new(GetJobDetailsRequest {
         job_id: job.id.clone(),
     });
@@ -250,7 +286,6 @@ async fn work_one_job(
     for _ in 0..ATTEMPTS {
         let result = match told {
             Told::Failure => {
-                maybe_fault(emulator, "PutJobFailureResult");
                 let mut request = tonic::Request::new(PutJobFailureResultRequest {
                     job_id: job.id.clone(),
                     failure_details: Some(v1::FailureDetails {
@@ -263,7 +298,6 @@ async fn work_one_job(
                 client.put_job_failure_result(request).await.map(|_| ())
             }
             Told::Success | Told::Progress => {
-                maybe_fault(emulator, "PutJobSuccessResult");
                 let mut request = tonic::Request::new(PutJobSuccessResultRequest {
                     job_id: job.id.clone(),
                     continuation_token: if told == Told::Progress {
@@ -299,7 +333,10 @@ async fn work_one_job(
                     .insert(job.id.clone(), told);
                 return;
             }
-            Err(status) if retryable(&status) => earlier_unknown |= unknown(&status),
+            Err(status) if retryable(&status) => {
+                earlier_unknown |= unknown(&status);
+                back_off(&status).await;
+            }
             Err(_) => return,
         }
     }
@@ -321,6 +358,8 @@ async fn main() {
         .await
         .unwrap();
     let started = Instant::now();
+    let stop_faults = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let injector = tokio::spawn(inject_faults(emulator.clone(), stop_faults.clone()));
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let ledger = ledger.clone();
@@ -329,7 +368,6 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             while ledger.calls.load(Ordering::Relaxed) < target_calls {
                 emulator.create_custom_job();
-                maybe_fault(&emulator, "PollForJobs");
                 let mut request = tonic::Request::new(PollForJobsRequest {
                     action_type_id: Some(v1::ActionTypeId {
                         category: v1::ActionCategory::Build.into(),
@@ -343,9 +381,15 @@ async fn main() {
                 request.set_timeout(Duration::from_secs(3));
                 let polled = client.poll_for_jobs(request).await;
                 ledger.count(&polled);
-                let Ok(polled) = polled else { continue };
+                let polled = match polled {
+                    Ok(polled) => polled,
+                    Err(status) => {
+                        back_off(&status).await;
+                        continue;
+                    }
+                };
                 for job in polled.into_inner().jobs {
-                    work_one_job(&mut client, &emulator, &ledger, job).await;
+                    work_one_job(&mut client, &ledger, job).await;
                 }
             }
         }));
@@ -354,6 +398,9 @@ async fn main() {
         task.await.unwrap();
     }
     let took = started.elapsed();
+    stop_faults.store(true, Ordering::Relaxed);
+    injector.await.unwrap();
+    emulator.clear_faults();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss_kib(pid);
 

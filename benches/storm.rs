@@ -66,6 +66,7 @@ async fn start_gateway(emulator: &Emulator) -> (Child, String) {
     let extra: Vec<String> = std::env::args()
         .skip_while(|a| a != "--gateway")
         .skip(1)
+        .filter(|a| a != "--bench")
         .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
         .args([

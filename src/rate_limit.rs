@@ -17,14 +17,17 @@
 //! along a cubic curve when it does not, never above the configured rate: the
 //! client-side rate limiter of the AWS SDKs' `adaptive` retry mode (CUBIC,
 //! β = 0.7, a send rate measured in half-second buckets and smoothed), with
-//! three changes measured by `benches/adaptive.rs`: the curve's scale is
-//! relative to the rate (back at it 4 s after a cut), it probes past that
-//! rate at 5 % a second before the cubic term takes over, and throttles
-//! within a second of a cut do not cut again.
+//! four changes measured by `benches/adaptive.rs` and `benches/soak.rs`: the
+//! curve's scale is relative to the rate (back at it 4 s after a cut), it
+//! probes past that rate at 5 % a second before the cubic term takes over,
+//! throttles within a second of a cut do not cut again, and a sporadic
+//! throttle (fewer than 2, or under 5 % of the last second's answers) does
+//! not cut at all.
 //! N replicas, each configured above the account's quota, so settle near the
 //! quota together without talking to each other.
 
 use std::{
+    collections::VecDeque,
     future::Future,
     num::NonZeroU32,
     pin::Pin,
@@ -68,6 +71,13 @@ const MIN_RATE: f64 = 0.5;
 /// Throttles within this many seconds of a cut answer attempts sent before
 /// it: they do not cut again (TCP, likewise, reacts once per round trip).
 const CUT_COOLDOWN: f64 = 1.0;
+/// A throttle cuts the rate only when it is not alone: at least
+/// [`THROTTLE_MIN`] throttles and [`THROTTLE_SHARE`] of the answers in the
+/// last [`THROTTLE_WINDOW`] seconds. A sporadic throttle is the retry layer's
+/// business; a quota overshoot throttles a share of every second.
+const THROTTLE_WINDOW: f64 = 1.0;
+const THROTTLE_MIN: usize = 2;
+const THROTTLE_SHARE: f64 = 0.05;
 /// The send rate is measured over buckets of this many seconds...
 const MEASURE_BUCKET: f64 = 0.5;
 /// ...and smoothed with this weight for the newest bucket.
@@ -90,6 +100,7 @@ struct BucketState {
     rate: f64,
     adapting: Option<Cubic>,
     measured: SendRate,
+    recent: Recent,
 }
 
 /// The cubic curve the rate follows back up after a throttle.
@@ -122,6 +133,34 @@ impl Cubic {
             // that capacity freed elsewhere is found within seconds.
             self.max * (1.0 + PROBE * since + SCALE / 8.0 * since.powi(3))
         }
+    }
+}
+
+/// The attempts of the last [`THROTTLE_WINDOW`] seconds: when each was
+/// answered, and whether it was throttled.
+#[derive(Debug, Default)]
+struct Recent {
+    answers: VecDeque<(f64, bool)>,
+    throttled: usize,
+}
+
+impl Recent {
+    /// Records one answer; returns the share of the window's answers that
+    /// were throttled and how many.
+    fn record(&mut self, now: f64, throttled: bool) -> (f64, usize) {
+        self.answers.push_back((now, throttled));
+        self.throttled += usize::from(throttled);
+        while let Some(&(at, was_throttled)) = self.answers.front() {
+            if now - at <= THROTTLE_WINDOW {
+                break;
+            }
+            self.answers.pop_front();
+            self.throttled -= usize::from(was_throttled);
+        }
+        (
+            self.throttled as f64 / self.answers.len() as f64,
+            self.throttled,
+        )
     }
 }
 
@@ -168,6 +207,7 @@ impl TokenBucket {
                 rate: settings.per_second,
                 adapting: None,
                 measured: SendRate::default(),
+                recent: Recent::default(),
             }),
         }
     }
@@ -218,12 +258,14 @@ impl TokenBucket {
         }
         let t = now.saturating_duration_since(self.started).as_secs_f64();
         state.measured.record(t);
+        let (share, throttles) = state.recent.record(t, throttled);
         let measured = state.measured.smoothed;
         let ceiling = self.settings.per_second;
         let recently_cut = state
             .adapting
             .is_some_and(|cubic| t - cubic.at < CUT_COOLDOWN);
-        if throttled && recently_cut {
+        let sporadic = throttles < THROTTLE_MIN || share < THROTTLE_SHARE;
+        if throttled && (recently_cut || sporadic) {
             return state.rate;
         }
         let next = if throttled {
@@ -491,16 +533,29 @@ mod tests {
             b.observe(now, false);
         }
         assert_eq!(b.rate(), 100.0, "no throttle, no change");
-        let cut = b.observe(now, true);
+        assert_eq!(
+            b.observe(now, true),
+            100.0,
+            "one throttle alone is sporadic"
+        );
+        for _ in 0..3 {
+            now += Duration::from_millis(1);
+            b.observe(now, true);
+        }
+        let cut = b.rate();
         assert!(
             (20.0..=35.0).contains(&cut),
             "cut to 0.7 x the measured ~40/s, not the 100/s ceiling: {cut}"
         );
         // Throttles right after a cut answer attempts sent before it.
         assert_eq!(b.observe(now + Duration::from_millis(25), true), cut);
-        // A throttle a while later cuts again.
+        // Throttles a while later cut again.
         now += Duration::from_millis(1500);
-        let again = b.observe(now, true);
+        for _ in 0..3 {
+            now += Duration::from_millis(1);
+            b.observe(now, true);
+        }
+        let again = b.rate();
         assert!(again < cut, "{again} < {cut}");
         // Quiet: the curve climbs back, never past the ceiling, and stops
         // adapting there.
@@ -531,12 +586,26 @@ mod tests {
     fn while_adapting_the_burst_is_one_second_at_the_current_rate() {
         let (b, now) = bucket(100.0, 50, 0);
         b.observe(now, true);
+        b.observe(now, true);
         let rate = b.rate();
+        assert!(rate < 100.0);
         let later = now + Duration::from_secs(30);
         let mut admitted = 0;
         while b.admit(later, later) == Admission::Now {
             admitted += 1;
         }
         assert!(f64::from(admitted) <= rate.max(1.0), "{admitted} > {rate}");
+    }
+
+    #[test]
+    fn sporadic_throttles_do_not_cut() {
+        let (b, start) = bucket(100.0, 10, 10);
+        let mut now = start;
+        // One attempt in a hundred throttled, at 100 a second, for a minute.
+        for i in 0..6_000 {
+            now += Duration::from_millis(10);
+            b.observe(now, i % 100 == 0);
+        }
+        assert_eq!(b.rate(), 100.0);
     }
 }
