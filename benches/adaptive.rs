@@ -11,8 +11,9 @@
 //!
 //! Run: `cargo bench --bench adaptive` (`-- --quota 40 --seconds 30`).
 
+mod common;
+
 use std::{
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,17 +21,11 @@ use std::{
     time::Duration,
 };
 
-use codepipeline_emulator::{
-    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig,
-};
+use codepipeline_emulator::{Emulator, EmulatorConfig};
 use codepipeline_gateway::proto::v1::{
     GetJobDetailsRequest, job_worker_service_client::JobWorkerServiceClient,
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    time::Instant,
-};
+use tokio::time::Instant;
 use tonic::Code;
 
 const GATEWAYS: usize = 4;
@@ -56,56 +51,6 @@ fn options() -> Options {
         quota: value("--quota").map_or(40.0, |v| v.parse().expect("--quota N")),
         seconds: value("--seconds").map_or(30, |v| v.parse().expect("--seconds N")),
     }
-}
-
-async fn start_gateway(emulator: &Emulator, adaptive: bool) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--allow-unauthenticated",
-            "--rate-limit-rps",
-            CONFIGURED_RPS,
-            "--rate-limit-burst",
-            CONFIGURED_RPS,
-            "--rate-limit-adaptive",
-            if adaptive { "true" } else { "false" },
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn,codepipeline_gateway::server=info")
-        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
-        .env("AWS_REGION", DEV_REGION)
-        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the gateway binary runs");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["grpc_addr"].as_str()
-            {
-                return addr.to_owned();
-            }
-        }
-        panic!("the gateway exited before listening")
-    })
-    .await
-    .expect("the gateway starts");
-    // Keep draining its log so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 /// Accepted and throttled GetJobDetails attempts the emulator has seen.
@@ -134,7 +79,21 @@ async fn run(options: &Options, adaptive: bool) -> Figures {
     let job = emulator.create_custom_job();
     let mut gateways = Vec::new();
     for _ in 0..GATEWAYS {
-        gateways.push(start_gateway(&emulator, adaptive).await);
+        let adaptive = if adaptive { "true" } else { "false" };
+        gateways.push(
+            common::start_gateway(
+                &emulator,
+                &[
+                    "--rate-limit-rps",
+                    CONFIGURED_RPS,
+                    "--rate-limit-burst",
+                    CONFIGURED_RPS,
+                    "--rate-limit-adaptive",
+                    adaptive,
+                ],
+            )
+            .await,
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut drivers = Vec::new();

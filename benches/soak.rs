@@ -16,9 +16,10 @@
 //! Run: `cargo bench --bench soak` (`-- --calls 30000 --workers 32`, and
 //! `--gateway <flags>` last to pass flags to the gateway).
 
+mod common;
+
 use std::{
     collections::HashMap,
-    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -26,21 +27,14 @@ use std::{
     time::Duration,
 };
 
-use codepipeline_emulator::{
-    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, Fault,
-    FaultKind, JobState,
-};
+use codepipeline_emulator::{Emulator, EmulatorConfig, Fault, FaultKind, JobState};
 use codepipeline_gateway::proto::v1::{
     self, AcknowledgeJobRequest, GetJobDetailsRequest, PollForJobsRequest,
     PutJobFailureResultRequest, PutJobSuccessResultRequest,
     job_worker_service_client::JobWorkerServiceClient,
 };
 use rand::Rng;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    time::Instant,
-};
+use tokio::time::Instant;
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -53,72 +47,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .map_or(default, |v| v.parse().expect("a number"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn start_gateway(emulator: &Emulator) -> (Child, String) {
-    // Extra flags for the gateway, e.g. `-- --gateway --rate-limit-adaptive false`.
-    let extra: Vec<String> = std::env::args()
-        .skip_while(|a| a != "--gateway")
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--allow-unauthenticated",
-            "--rate-limit-rps",
-            "100000",
-            "--rate-limit-burst",
-            "100000",
-            "--attempt-timeout",
-            "1s",
-        ])
-        .args(extra)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "error,codepipeline_gateway::server=info")
-        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
-        .env("AWS_REGION", DEV_REGION)
-        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the gateway binary runs");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["grpc_addr"].as_str()
-            {
-                return addr.to_owned();
-            }
-        }
-        panic!("the gateway exited before listening")
-    })
-    .await
-    .expect("the gateway starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 /// What the workers were told, for the accounting.
@@ -347,10 +275,21 @@ async fn main() {
     let target_calls = arg("--calls", 30_000);
     let workers = arg("--workers", 32) as usize;
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let (child, addr) = start_gateway(&emulator).await;
+    let (child, addr) = common::start_gateway(
+        &emulator,
+        &[
+            "--rate-limit-rps",
+            "100000",
+            "--rate-limit-burst",
+            "100000",
+            "--attempt-timeout",
+            "1s",
+        ],
+    )
+    .await;
     let pid = child.id().expect("running");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = rss_kib(pid);
+    let rss_before = common::rss_kib(pid);
     let ledger = Arc::new(Ledger::default());
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -402,7 +341,7 @@ async fn main() {
     injector.await.unwrap();
     emulator.clear_faults();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = rss_kib(pid);
+    let rss_after = common::rss_kib(pid);
 
     // Ground truth: the emulator's jobs.
     let jobs = emulator.jobs();

@@ -13,36 +13,21 @@
 //! Run: `cargo bench --bench storm` (`-- --gateway <flags>` passes flags to the
 //! gateway; `MALLOC_*` variables are passed on too).
 
-use std::{process::Stdio, time::Duration};
+mod common;
 
-use codepipeline_emulator::{
-    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig,
-};
+use std::time::Duration;
+
+use codepipeline_emulator::{Emulator, EmulatorConfig};
 use codepipeline_gateway::proto::v1::{
     GetJobDetailsRequest, job_worker_service_client::JobWorkerServiceClient,
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    net::TcpStream,
-    process::{Child, Command},
-    time::Instant,
-};
+use tokio::{net::TcpStream, time::Instant};
 use tonic::{Code, transport::Channel};
 
 const STORM_CALLS: usize = 5_000;
 const IDLE_CONNECTIONS: usize = 2_000;
 const PROBE_CALLS: usize = 300;
 const UPSTREAM_CONCURRENCY: usize = 64;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Established TCP connections to `port` (the gateway's, to the emulator).
 fn connections_to(port: u16) -> usize {
@@ -59,61 +44,6 @@ fn connections_to(port: u16) -> usize {
                 && fields[3] == "01"
         })
         .count()
-}
-
-async fn start_gateway(emulator: &Emulator) -> (Child, String) {
-    // Extra flags for the gateway after `--`, e.g. `--max-concurrent-streams 32`.
-    let extra: Vec<String> = std::env::args()
-        .skip_while(|a| a != "--gateway")
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--allow-unauthenticated",
-            "--rate-limit-rps",
-            "1000000",
-            "--rate-limit-burst",
-            "1000000",
-        ])
-        .args(extra)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn,codepipeline_gateway::server=info")
-        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
-        .env("AWS_REGION", DEV_REGION)
-        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the gateway binary runs");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["grpc_addr"].as_str()
-            {
-                return addr.to_owned();
-            }
-        }
-        panic!("the gateway exited before listening")
-    })
-    .await
-    .expect("the gateway starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 /// One call at a time on its own connection: latencies, sorted.
@@ -149,10 +79,19 @@ async fn main() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let emulator_port = emulator.local_addr().port();
     let job = emulator.create_custom_job();
-    let (child, addr) = start_gateway(&emulator).await;
+    let (child, addr) = common::start_gateway(
+        &emulator,
+        &[
+            "--rate-limit-rps",
+            "1000000",
+            "--rate-limit-burst",
+            "1000000",
+        ],
+    )
+    .await;
     let pid = child.id().expect("running");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = rss_kib(pid);
+    let idle_rss = common::rss_kib(pid);
 
     let unloaded = probe(&addr, &job.job_id).await;
     emulator.clear_requests();
@@ -191,7 +130,7 @@ async fn main() {
         let mut peak_rss = 0;
         let mut peak_upstream = 0;
         for _ in 0..600 {
-            peak_rss = peak_rss.max(rss_kib(pid));
+            peak_rss = peak_rss.max(common::rss_kib(pid));
             peak_upstream = peak_upstream.max(connections_to(emulator_port));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -223,7 +162,7 @@ async fn main() {
     }
     let storm_took = storm_started.elapsed();
     let (peak_rss, peak_upstream) = watch.await.unwrap();
-    let storm_rss = rss_kib(pid);
+    let storm_rss = common::rss_kib(pid);
 
     let gateway_port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     let open_during = connections_to(gateway_port);
@@ -239,12 +178,12 @@ async fn main() {
         if second % 5 == 0 {
             settling.push(format!(
                 "{second} s: {:.1} MiB",
-                rss_kib(pid) as f64 / 1024.0
+                common::rss_kib(pid) as f64 / 1024.0
             ));
         }
     }
     let open_after = connections_to(gateway_port);
-    let after_rss = rss_kib(pid);
+    let after_rss = common::rss_kib(pid);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(

@@ -1,0 +1,78 @@
+//! What the process benchmarks share: the release gateway started as its own
+//! process against an in-process emulator, and its resident memory.
+#![allow(dead_code)] // each benchmark uses its own subset
+
+use std::{process::Stdio, time::Duration};
+
+use codepipeline_emulator::{DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// Starts `codepipeline-gateway serve` on loopback ports against `emulator`,
+/// open to every caller, with `flags`, then any flags given after `--gateway`
+/// on the benchmark's own command line. Returns the child and its gRPC
+/// address once it listens.
+pub async fn start_gateway(emulator: &Emulator, flags: &[&str]) -> (Child, String) {
+    let extra: Vec<String> = std::env::args()
+        .skip_while(|a| a != "--gateway")
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--allow-unauthenticated",
+        ])
+        .args(flags)
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error,codepipeline_gateway::server=info")
+        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
+        .env("AWS_REGION", DEV_REGION)
+        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the gateway binary runs");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = json["grpc_addr"].as_str()
+            {
+                return addr.to_owned();
+            }
+        }
+        panic!("the gateway exited before listening")
+    })
+    .await
+    .expect("the gateway starts");
+    // Keep draining its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// A process's resident memory, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
