@@ -423,11 +423,15 @@ where
                 Err(error) => Some(error.kind == ErrorKind::Throttled),
             };
             if let Some(throttled) = throttled {
+                let before = bucket.rate();
                 let rate = bucket.observe(Instant::now(), throttled);
                 if throttled {
                     limiter.metrics.record_throttle(operation.name());
                 }
-                limiter.metrics.set_rate_limit(operation.name(), rate);
+                // The gauge's label lookup only when the rate moved.
+                if rate != before {
+                    limiter.metrics.set_rate_limit(operation.name(), rate);
+                }
             }
             result
         })

@@ -306,13 +306,17 @@ impl JobWorker {
         let result = tokio::select! {
             result = tokio::time::timeout_at(deadline, self.stack.forward(call)) => {
                 result.unwrap_or_else(|_| {
-                    let mut error = CallError::deadline_exceeded(0);
-                    error.outcome_unknown = true;
-                    Err(error)
+                    Err(interrupted(CallError::deadline_exceeded(0), &progress))
                 })
             }
             _ = async { let _ = cut_short.wait_for(|cut| *cut).await; } => {
-                Err(cut_short_error(&progress))
+                let mut error = CallError::new(
+                    ErrorKind::ShuttingDown,
+                    "the gateway shut down before CodePipeline answered; try again (another \
+                     replica will answer)",
+                );
+                error.retry_after = Some(Duration::ZERO);
+                Err(interrupted(error, &progress))
             }
         };
         result.map_err(|error| {
@@ -378,17 +382,12 @@ impl JobWorker {
     }
 }
 
-/// The answer for a call still in flight when the shutdown grace ran out:
-/// whether an attempt was on its way to AWS decides "outcome unknown".
-fn cut_short_error(progress: &Progress) -> CallError {
-    let mut error = CallError::new(
-        ErrorKind::ShuttingDown,
-        "the gateway shut down before CodePipeline answered; try again (another replica will \
-         answer)",
-    );
+/// `error` for a call stopped from outside the stack (its deadline, the
+/// shutdown): "outcome unknown" exactly when an attempt was on its way to AWS,
+/// and what earlier attempts left behind.
+fn interrupted(mut error: CallError, progress: &Progress) -> CallError {
     error.outcome_unknown = progress.in_flight();
     error.earlier_attempt_may_have_applied = progress.earlier_outcome_unknown();
-    error.retry_after = Some(Duration::ZERO);
     error
 }
 
