@@ -66,23 +66,9 @@ async fn calls_beyond_the_in_flight_cap_are_shed_at_once() {
         FaultKind::Delay(Duration::from_millis(1500)),
         2,
     ));
-    let held: Vec<_> = (0..2)
-        .map(|_| {
-            let mut client = h.client.clone();
-            let job = h.emulator.create_custom_job();
-            tokio::spawn(async move {
-                client
-                    .put_job_success_result(common::success(&job.job_id))
-                    .await
-            })
-        })
-        .collect();
+    let held: Vec<_> = (0..2).map(|_| common::report_in_background(&h)).collect();
     // Both held calls are in flight once AWS has seen them.
-    let started = Instant::now();
-    while common::received(&h.emulator, "PutJobSuccessResult").len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::until_received(&h.emulator, "PutJobSuccessResult", 2).await;
     let shed_job = h.emulator.create_custom_job();
     let asked = Instant::now();
     let status = h
@@ -134,17 +120,7 @@ async fn attempts_beyond_the_upstream_cap_wait_their_turn() {
         3,
     ));
     let started = Instant::now();
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let mut client = h.client.clone();
-            let job = h.emulator.create_custom_job();
-            tokio::spawn(async move {
-                client
-                    .put_job_success_result(common::success(&job.job_id))
-                    .await
-            })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| common::report_in_background(&h)).collect();
     for call in calls {
         call.await.unwrap().expect("every call succeeds in turn");
     }
@@ -158,17 +134,9 @@ async fn attempts_beyond_the_upstream_cap_wait_their_turn() {
         FaultKind::Delay(Duration::from_millis(1500)),
         1,
     ));
-    let held_job = h.emulator.create_custom_job();
-    let mut client = h.client.clone();
-    let held = tokio::spawn(async move {
-        client
-            .put_job_success_result(common::success(&held_job.job_id))
-            .await
-    });
     let seen = common::received(&h.emulator, "PutJobSuccessResult").len();
-    while common::received(&h.emulator, "PutJobSuccessResult").len() == seen {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let held = common::report_in_background(&h);
+    common::until_received(&h.emulator, "PutJobSuccessResult", seen + 1).await;
     let waiting_job = h.emulator.create_custom_job();
     let mut request = tonic::Request::new(common::success(&waiting_job.job_id));
     request.set_timeout(Duration::from_millis(400));

@@ -24,25 +24,9 @@ async fn calls_cut_short_by_shutdown_say_whether_aws_may_have_them() {
         FaultKind::Delay(Duration::from_secs(3)),
         1,
     ));
-    let sent_job = h.emulator.create_custom_job();
-    let waiting_job = h.emulator.create_custom_job();
-    let mut client = h.client.clone();
-    let sent = tokio::spawn(async move {
-        client
-            .put_job_success_result(common::success(&sent_job.job_id))
-            .await
-    });
-    let started = Instant::now();
-    while common::received(&h.emulator, "PutJobSuccessResult").is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut client = h.client.clone();
-    let waiting = tokio::spawn(async move {
-        client
-            .put_job_success_result(common::success(&waiting_job.job_id))
-            .await
-    });
+    let sent = common::report_in_background(&h);
+    common::until_received(&h.emulator, "PutJobSuccessResult", 1).await;
+    let waiting = common::report_in_background(&h);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let shutdown_started = Instant::now();
@@ -257,4 +241,72 @@ async fn a_progress_report_is_never_repeated_blindly_after_an_unknown_outcome() 
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     let info = status.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.metadata["earlierAttemptMayHaveBeenApplied"], "true");
+}
+
+#[tokio::test]
+async fn a_replay_still_needs_the_callers_credentials() {
+    // A static token, so that a repeat without it can be tried.
+    let dir = common::TempDir::new();
+    let digest: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(b"worker-secret")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut settings = common::settings();
+    settings.access.static_tokens_file =
+        Some(dir.file("tokens.yaml", &format!("worker: {digest}\n")));
+    let h = common::start_with(settings).await;
+    let bearer = |request: v1::PutThirdPartyJobSuccessResultRequest, token: &str| {
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let job = h.emulator.create_third_party_job();
+    let result = v1::PutThirdPartyJobSuccessResultRequest {
+        job_id: job.job_id.clone(),
+        client_token: job.client_token.clone().unwrap(),
+        ..Default::default()
+    };
+    let mut client = h.client.clone();
+    client
+        .put_third_party_job_success_result(bearer(result.clone(), "worker-secret"))
+        .await
+        .expect("delivered");
+
+    // The identical request from a caller without the token: refused, not a
+    // replay, and nothing reaches AWS.
+    let status = client
+        .put_third_party_job_success_result(bearer(result.clone(), "forged"))
+        .await
+        .expect_err("unauthenticated");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // A wrong client token makes another request: AWS judges it.
+    let wrong = v1::PutThirdPartyJobSuccessResultRequest {
+        client_token: "not-the-client-token".into(),
+        ..result.clone()
+    };
+    let status = client
+        .put_third_party_job_success_result(bearer(wrong, "worker-secret"))
+        .await
+        .expect_err("not a replay");
+    assert_ne!(status.code(), Code::Ok);
+    let sent = common::received(&h.emulator, "PutThirdPartyJobSuccessResult");
+    assert_eq!(sent.len(), 2, "the forged repeat never reached AWS");
+    assert_eq!(sent[1].body["clientToken"], "not-the-client-token");
+
+    // The real caller's identical repeat is the replay.
+    let again = client
+        .put_third_party_job_success_result(bearer(result, "worker-secret"))
+        .await
+        .expect("a replay")
+        .into_inner();
+    assert!(again.replay);
+    assert_eq!(
+        common::received(&h.emulator, "PutThirdPartyJobSuccessResult").len(),
+        2
+    );
 }

@@ -220,3 +220,25 @@ pub fn grpc_frame(message: &impl prost::Message) -> bytes::Bytes {
     framed.extend(encoded);
     framed.into()
 }
+
+/// A success report for a new custom job, sent on a task of its own.
+pub fn report_in_background(
+    h: &Harness,
+) -> tokio::task::JoinHandle<Result<tonic::Response<v1::PutJobSuccessResultResponse>, tonic::Status>>
+{
+    let job = h.emulator.create_custom_job();
+    let mut client = h.client.clone();
+    tokio::spawn(async move { client.put_job_success_result(success(&job.job_id)).await })
+}
+
+/// Waits (at most 5 s) until the emulator has received `count` requests of
+/// `operation`: the calls behind them are then in flight.
+pub async fn until_received(emulator: &Emulator, operation: &str, count: usize) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while received(emulator, operation).len() < count {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the requests reach the emulator");
+}
