@@ -155,7 +155,8 @@ impl Gateway {
                 () = &mut serving => return Ok(()),
                 _ = async { let _ = on_stop.wait_for(|stop| *stop).await; } => {}
             }
-            // Tell health checkers first; the connections are sent GOAWAY.
+            // Health turns NOT_SERVING while the connections (watching the
+            // same signal) get their GOAWAY and the listener closes.
             health_reporter
                 .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
                 .await;
