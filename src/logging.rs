@@ -2,7 +2,15 @@
 //! can print raw requests at debug/trace level (the AWS SDK's HTTP and signing
 //! layers, hyper, h2) are held at `warn` whatever it says: their traces can
 //! hold request bodies (client tokens, output variable values) and signatures.
+//!
+//! Lines are written by a thread of their own: a call never waits on a
+//! write to stderr (a slow pipe or terminal), and lines written while that
+//! thread is busy go out in one write. The queue is not lossy: an access or
+//! audit line is never dropped; when it is full, callers wait.
 
+use std::io::BufWriter;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, filter::Directive, fmt, prelude::*};
 
 use crate::cli::LogFormat;
@@ -33,20 +41,26 @@ fn filter() -> EnvFilter {
     filter
 }
 
-/// Installs the global subscriber; logs go to stderr.
-pub fn init(format: LogFormat) {
+/// Lines queued for the writer thread before callers wait.
+const QUEUED_LINES: usize = 16_384;
+
+/// Installs the global subscriber; logs go to stderr. Keep the guard until
+/// the process ends: dropping it writes out what is queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(BufWriter::new(std::io::stderr()));
     let registry = tracing_subscriber::registry().with(filter());
     match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(fmt::layer().with_writer(writer).with_target(false))
             .init(),
         LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(std::io::stderr),
-            )
+            .with(fmt::layer().json().flatten_event(true).with_writer(writer))
             .init(),
     }
+    guard
 }

@@ -14,6 +14,14 @@ use crate::{
 
 impl Cli {
     pub async fn run(self) -> ExitCode {
+        let format = match &self.command {
+            None => self.serve.log_format,
+            Some(Command::Serve(args)) => args.log_format,
+            Some(Command::Dev(args)) => args.gateway.log_format,
+            Some(Command::Emulator(args)) => args.log_format,
+        };
+        // Held to the end, so that the last lines (an error) are written.
+        let _log_writer = logging::init(format);
         let outcome = match self.command {
             None => serve(self.serve).await,
             Some(Command::Serve(args)) => serve(args).await,
@@ -32,7 +40,6 @@ impl Cli {
 }
 
 async fn serve(args: GatewayArgs) -> Result<(), String> {
-    logging::init(args.log_format);
     let settings = Config::try_from(&args).map_err(|e| e.to_string())?;
     let client = aws::client_from_environment().await?;
     let gateway = Gateway::start(settings, client)
@@ -42,7 +49,6 @@ async fn serve(args: GatewayArgs) -> Result<(), String> {
 }
 
 async fn dev(args: DevArgs) -> Result<(), String> {
-    logging::init(args.gateway.log_format);
     // Dev mode is zero-setup: open unless the developer configures a way in.
     let mut gateway_args = args.gateway.clone();
     let authenticated =
@@ -79,7 +85,6 @@ async fn dev(args: DevArgs) -> Result<(), String> {
 }
 
 async fn emulator(args: EmulatorArgs) -> Result<(), String> {
-    logging::init(args.log_format);
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.listen,
         ..EmulatorConfig::default()

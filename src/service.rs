@@ -299,16 +299,13 @@ impl JobWorker {
         &self,
         call: Call<O>,
     ) -> Result<CallSuccess<O::Output>, (Status, Option<CallError>)> {
-        let deadline = call.deadline;
         let progress = call.progress.clone();
         let mut cut_short = self.cut_short.clone();
-        // The stack honours the deadline itself; this is the backstop.
+        // No timer here: every wait in the stack is bounded by the deadline
+        // where it starts (rate-limit admission, retry delays, the upstream
+        // slot, each attempt's one timer), so a call runs one timer, not three.
         let result = tokio::select! {
-            result = tokio::time::timeout_at(deadline, self.stack.forward(call)) => {
-                result.unwrap_or_else(|_| {
-                    Err(interrupted(CallError::deadline_exceeded(0), &progress))
-                })
-            }
+            result = self.stack.forward(call) => result,
             _ = async { let _ = cut_short.wait_for(|cut| *cut).await; } => {
                 let mut error = CallError::new(
                     ErrorKind::ShuttingDown,

@@ -13,14 +13,38 @@ use tokio::{
 /// Starts `codepipeline-gateway serve` on loopback ports against `emulator`,
 /// open to every caller, with `flags`, then any flags given after `--gateway`
 /// on the benchmark's own command line. Returns the child and its gRPC
-/// address once it listens.
+/// address once it listens. Logs only start-up and errors.
 pub async fn start_gateway(emulator: &Emulator, flags: &[&str]) -> (Child, String) {
+    start_gateway_for(
+        &emulator.endpoint_url(),
+        flags,
+        "error,codepipeline_gateway::server=info",
+    )
+    .await
+}
+
+/// [`start_gateway`] against any CodePipeline endpoint, logging at `rust_log`.
+pub async fn start_gateway_for(
+    endpoint_url: &str,
+    flags: &[&str],
+    rust_log: &str,
+) -> (Child, String) {
+    start_gateway_binary(&gateway_binary(), endpoint_url, flags, rust_log).await
+}
+
+/// [`start_gateway_for`] with the gateway from another build.
+pub async fn start_gateway_binary(
+    binary: &str,
+    endpoint_url: &str,
+    flags: &[&str],
+    rust_log: &str,
+) -> (Child, String) {
     let extra: Vec<String> = std::env::args()
         .skip_while(|a| a != "--gateway")
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
+    let mut child = Command::new(binary)
         .args([
             "serve",
             "--listen",
@@ -35,13 +59,16 @@ pub async fn start_gateway(emulator: &Emulator, flags: &[&str]) -> (Child, Strin
         .args(extra)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "error,codepipeline_gateway::server=info")
-        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
+        .env("RUST_LOG", rust_log)
+        .env("AWS_ENDPOINT_URL", endpoint_url)
         .env("AWS_REGION", DEV_REGION)
         .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
+        .envs(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("TOKIO_WORKER")),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -64,6 +91,14 @@ pub async fn start_gateway(emulator: &Emulator, flags: &[&str]) -> (Child, Strin
     // Keep draining its log so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
+}
+
+/// The gateway binary the benchmarks run: this build's, or another build's
+/// named by `CPGW_BENCH_BINARY` (to measure a change against the binary from
+/// before it, with the same benchmark).
+pub fn gateway_binary() -> String {
+    std::env::var("CPGW_BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_codepipeline-gateway").to_owned())
 }
 
 /// A process's resident memory, from /proc.
