@@ -118,27 +118,6 @@ struct Run {
     upstream_cpu_per_call: Duration,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// CPU time (user + system) of a process, from /proc/PID/stat.
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Clock ticks of 1/100 s on Linux.
-    Duration::from_millis((field(11) + field(12)) * 10)
-}
-
 // --- the roles the bench binary plays in its own processes ---------------------
 
 /// An HTTP/1.1 responder that reads each request and answers CodePipeline's
@@ -243,7 +222,7 @@ async fn direct_sdk(endpoint_url: &str, size: Size, in_flight: usize, calls: usi
         inputs[n % in_flight].push((WARM_UP_CALLS + n, size.output_variables()));
     }
     let pid = std::process::id().to_string();
-    let cpu_before = cpu_time(&pid);
+    let cpu_before = common::cpu_time(&pid);
     let started = Instant::now();
     let tasks: Vec<_> = inputs
         .into_iter()
@@ -265,14 +244,14 @@ async fn direct_sdk(endpoint_url: &str, size: Size, in_flight: usize, calls: usi
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_time(&pid) - cpu_before;
+    let cpu = common::cpu_time(&pid) - cpu_before;
     latencies.sort();
     println!(
         "{}",
         serde_json::json!({
             "calls_per_second": calls as f64 / elapsed.as_secs_f64(),
-            "p50_ns": percentile(&latencies, 0.5).as_nanos() as u64,
-            "p99_ns": percentile(&latencies, 0.99).as_nanos() as u64,
+            "p50_ns": common::percentile(&latencies, 0.5).as_nanos() as u64,
+            "p99_ns": common::percentile(&latencies, 0.99).as_nanos() as u64,
             "cpu_ns": cpu.as_nanos() as u64,
         })
     );
@@ -340,7 +319,7 @@ async fn grpc_run(
             .expect("warm-up call succeeds");
     }
     let first_job = first_job + WARM_UP_CALLS;
-    let (cpu_before, upstream_before) = (cpu_time(measured), cpu_time(upstream));
+    let (cpu_before, upstream_before) = (common::cpu_time(measured), common::cpu_time(upstream));
     let started = Instant::now();
     let tasks: Vec<_> = (0..in_flight)
         .map(|task| {
@@ -367,13 +346,13 @@ async fn grpc_run(
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_time(measured) - cpu_before;
-    let upstream_cpu = cpu_time(upstream) - upstream_before;
+    let cpu = common::cpu_time(measured) - cpu_before;
+    let upstream_cpu = common::cpu_time(upstream) - upstream_before;
     latencies.sort();
     Run {
         calls_per_second: calls as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
+        p50: common::percentile(&latencies, 0.5),
+        p99: common::percentile(&latencies, 0.99),
         cpu_per_call: cpu / calls as u32,
         upstream_cpu_per_call: upstream_cpu / calls as u32,
     }
@@ -381,7 +360,7 @@ async fn grpc_run(
 
 async fn direct_run(upstream_url: &str, upstream_pid: &str, size: Size, in_flight: usize) -> Run {
     let calls = size.calls(in_flight);
-    let upstream_before = cpu_time(upstream_pid);
+    let upstream_before = common::cpu_time(upstream_pid);
     let (mut child, line) = spawn_role(&[
         "direct",
         upstream_url,
@@ -390,7 +369,7 @@ async fn direct_run(upstream_url: &str, upstream_pid: &str, size: Size, in_fligh
         &calls.to_string(),
     ])
     .await;
-    let upstream_cpu = cpu_time(upstream_pid) - upstream_before;
+    let upstream_cpu = common::cpu_time(upstream_pid) - upstream_before;
     child.wait().await.unwrap();
     let figures: serde_json::Value = serde_json::from_str(&line).unwrap();
     let nanos = |key: &str| Duration::from_nanos(figures[key].as_u64().unwrap());

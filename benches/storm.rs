@@ -66,10 +66,6 @@ async fn probe(addr: &str, job_id: &str) -> Vec<Duration> {
     latencies
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -207,8 +203,14 @@ async fn main() {
         "  client connections open: {open_during} during, {open_after} after the clients left"
     );
     println!("  RSS after the clients left: {}", settling.join(", "));
-    let (p50_before, p99_before) = (percentile(&unloaded, 0.5), percentile(&unloaded, 0.99));
-    let (p50_during, p99_during) = (percentile(&loaded, 0.5), percentile(&loaded, 0.99));
+    let (p50_before, p99_before) = (
+        common::percentile(&unloaded, 0.5),
+        common::percentile(&unloaded, 0.99),
+    );
+    let (p50_during, p99_during) = (
+        common::percentile(&loaded, 0.5),
+        common::percentile(&loaded, 0.99),
+    );
     println!(
         "  well-behaved client, {PROBE_CALLS} calls one at a time: p50 {:.2} -> {:.2} ms, p99 {:.2} -> {:.2} ms = {:.2}x (goal < 3x)",
         ms(p50_before),

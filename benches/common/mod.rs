@@ -111,3 +111,27 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|kib| kib.parse().ok())
         .unwrap_or(0)
 }
+
+/// CPU time (user + system) a process has used, from /proc/PID/stat
+/// (`"self"` for this one).
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Clock ticks of 1/100 s on Linux.
+    Duration::from_millis((field(11) + field(12)) * 10)
+}
+
+/// The `p` quantile of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
