@@ -28,7 +28,11 @@ pub enum Command {
     /// Serve real AWS CodePipeline through the default AWS credential chain (the default).
     Serve(GatewayArgs),
     /// Serve an embedded CodePipeline emulator on loopback, with ready-made jobs, for trying
-    /// the gateway out.
+    /// the gateway out. The gateway listens on loopback too unless told otherwise.
+    #[command(
+        mut_arg("listen", |a| a.default_value("127.0.0.1:50051")),
+        mut_arg("admin_listen", |a| a.default_value("127.0.0.1:9090"))
+    )]
     Dev(DevArgs),
     /// Run the CodePipeline emulator alone, for tests and workers in other languages.
     Emulator(EmulatorArgs),
@@ -43,10 +47,10 @@ pub enum LogFormat {
 #[derive(Args, Debug, Clone)]
 pub struct GatewayArgs {
     /// Address for gRPC (the job-worker service, health and reflection).
-    #[arg(long, env = "CPGW_LISTEN", default_value = "0.0.0.0:50051")]
+    #[arg(long, env = "CPGW_LISTEN", default_value = "0.0.0.0:50051", value_parser = socket_address)]
     pub listen: SocketAddr,
     /// Address for the admin HTTP endpoint (Prometheus /metrics).
-    #[arg(long, env = "CPGW_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "CPGW_ADMIN_LISTEN", default_value = "0.0.0.0:9090", value_parser = socket_address)]
     pub admin_listen: SocketAddr,
     /// Calls per second admitted to each CodePipeline operation, for the whole process.
     #[arg(long, env = "CPGW_RATE_LIMIT_RPS", default_value_t = 10.0)]
@@ -191,14 +195,14 @@ pub struct DevArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
     /// Address of the embedded emulator (control API at /_emulator/).
-    #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:50052")]
+    #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:50052", value_parser = socket_address)]
     pub emulator_listen: SocketAddr,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct EmulatorArgs {
     /// Address of the emulator (AWS JSON 1.1 at /, control API at /_emulator/).
-    #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:50052")]
+    #[arg(long, env = "CPGW_EMULATOR_LISTEN", default_value = "127.0.0.1:50052", value_parser = socket_address)]
     pub listen: SocketAddr,
     /// Throttle each operation above this many requests a second, like CodePipeline's quotas
     /// (ThrottlingException). Off when unset.
@@ -207,4 +211,16 @@ pub struct EmulatorArgs {
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "CPGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A listen address: an IP address and a port. Host names are not resolved
+/// (what `localhost` means differs between machines and stacks), and the
+/// message says what to write instead.
+fn socket_address(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        String::from(
+            "expected IP:port, such as 0.0.0.0:50051, 127.0.0.1:50051 or [::]:50051 \
+             (host names such as localhost are not resolved)",
+        )
+    })
 }

@@ -446,6 +446,36 @@ mod tests {
     }
 
     #[test]
+    fn a_listen_address_is_an_ip_and_a_port() {
+        for flag in ["--listen", "--admin-listen"] {
+            let error =
+                Cli::try_parse_from(["codepipeline-gateway", "serve", flag, "localhost:50051"])
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                error.contains(flag) && error.contains("expected IP:port"),
+                "{error}"
+            );
+        }
+        let args = parse(&["--listen", "[::1]:50051"]);
+        assert_eq!(args.serve.listen, "[::1]:50051".parse().unwrap());
+    }
+
+    #[test]
+    fn dev_mode_listens_on_loopback_unless_told_otherwise() {
+        use crate::cli::Command;
+        let dev = |args: &[&str]| match Cli::try_parse_from(args).expect("parses").command {
+            Some(Command::Dev(dev)) => dev.gateway,
+            _ => panic!("dev parses as dev"),
+        };
+        let settings = dev(&["codepipeline-gateway", "dev"]);
+        assert_eq!(settings.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(settings.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        let settings = dev(&["codepipeline-gateway", "dev", "--listen", "0.0.0.0:50051"]);
+        assert_eq!(settings.listen, "0.0.0.0:50051".parse().unwrap());
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let settings = Config::try_from(&parse(&[]).serve).unwrap();
         assert_eq!(settings.listen, "0.0.0.0:50051".parse().unwrap());

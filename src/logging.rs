@@ -8,7 +8,7 @@
 //! thread is busy go out in one write. The queue is not lossy: an access or
 //! audit line is never dropped; when it is full, callers wait.
 
-use std::io::BufWriter;
+use std::io::{BufWriter, IsTerminal};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, filter::Directive, fmt, prelude::*};
@@ -41,6 +41,12 @@ fn filter() -> EnvFilter {
     filter
 }
 
+/// Colour codes only for a person at a terminal: a pipe, a file or a log
+/// collector gets plain text. `NO_COLOR` (no-color.org) turns them off too.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Lines queued for the writer thread before callers wait.
 const QUEUED_LINES: usize = 16_384;
 
@@ -56,7 +62,12 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let registry = tracing_subscriber::registry().with(filter());
     match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(writer).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(writer)
+                    .with_target(false)
+                    .with_ansi(colour_wanted()),
+            )
             .init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true).with_writer(writer))

@@ -31,8 +31,9 @@ impl Cli {
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
+                // Once, in the log's own format; the writer is flushed when
+                // `_log_writer` drops, before the process exits.
                 tracing::error!("{message}");
-                eprintln!("codepipeline-gateway: {message}");
                 ExitCode::FAILURE
             }
         }

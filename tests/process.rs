@@ -318,7 +318,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
 }
 
 #[tokio::test]
-async fn bad_configuration_stops_start_up_naming_the_setting() {
+async fn bad_configuration_stops_start_up_naming_the_setting_once_in_plain_text() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let output = gateway_command(&emulator, &["serve", "--admin-listen", "127.0.0.1:0"])
         .env("CPGW_RATE_LIMIT_RPS", "-1")
@@ -327,7 +327,18 @@ async fn bad_configuration_stops_start_up_naming_the_setting() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("CPGW_RATE_LIMIT_RPS"), "{stderr}");
+    // Said once, flag and variable both, and in plain text: stderr is a pipe
+    // here, as under a log collector, so no colour codes.
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CPGW_RATE_LIMIT_RPS"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(said[0].contains("--rate-limit-rps"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
 
     let output = gateway_command(
         &emulator,
