@@ -10,6 +10,7 @@ WORKDIR /src
 # The whole workspace: the gateway crate, emulator/ (a workspace member),
 # proto/ and build.rs (protos are compiled with protox: no protoc needed).
 COPY . .
+# The release profile is fat LTO in one codegen unit: about 17 minutes on 2 cores.
 RUN cargo build --release --locked
 
 # --- runtime: distroless glibc image, no shell, no package manager ------------
