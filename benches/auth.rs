@@ -65,6 +65,7 @@ fn settings(access: AccessSettings) -> Config {
         },
         max_calls_in_flight: defaults.max_calls_in_flight,
         upstream_concurrency: defaults.upstream_concurrency,
+        shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(5),
         client_tokens: None,
         access,

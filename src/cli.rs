@@ -28,10 +28,12 @@ pub enum Command {
     /// Serve real AWS CodePipeline through the default AWS credential chain (the default).
     Serve(GatewayArgs),
     /// Serve an embedded CodePipeline emulator on loopback, with ready-made jobs, for trying
-    /// the gateway out. The gateway listens on loopback too unless told otherwise.
+    /// the gateway out. The gateway listens on loopback too unless told otherwise, and stops
+    /// without a shutdown delay.
     #[command(
         mut_arg("listen", |a| a.default_value("127.0.0.1:50051")),
-        mut_arg("admin_listen", |a| a.default_value("127.0.0.1:9090"))
+        mut_arg("admin_listen", |a| a.default_value("127.0.0.1:9090")),
+        mut_arg("shutdown_delay", |a| a.default_value("0s"))
     )]
     Dev(DevArgs),
     /// Run the CodePipeline emulator alone, for tests and workers in other languages.
@@ -117,7 +119,12 @@ pub struct GatewayArgs {
     /// connection (the HTTP/2 rapid-reset attack).
     #[arg(long, env = "CPGW_MAX_PENDING_RESET_STREAMS", default_value_t = 20)]
     pub max_pending_reset_streams: u32,
-    /// After SIGTERM/SIGINT, how long calls in flight may take to finish.
+    /// After SIGTERM/SIGINT, how long to keep serving while health reports NOT_SERVING, so
+    /// that Kubernetes takes the pod out of its Service's endpoints before connections are
+    /// told to go away. 0s drains at once.
+    #[arg(long, env = "CPGW_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+    /// After the shutdown delay, how long calls in flight may take to finish.
     #[arg(long, env = "CPGW_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// Log format: text for people, json for log pipelines.

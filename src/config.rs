@@ -25,6 +25,8 @@ pub struct Config {
     pub max_calls_in_flight: usize,
     /// AWS attempts in flight at once (and so connections to AWS).
     pub upstream_concurrency: usize,
+    /// Serving on while health reports NOT_SERVING, before the drain.
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     /// The partner client-token map, if the operator configured one.
     pub client_tokens: Option<ClientTokenSettings>,
@@ -146,6 +148,7 @@ impl TryFrom<&GatewayArgs> for Config {
             keepalive_interval,
             keepalive_timeout,
             max_pending_reset_streams,
+            shutdown_delay,
             shutdown_grace,
             log_format: _,
             client_tokens_file,
@@ -406,6 +409,7 @@ impl TryFrom<&GatewayArgs> for Config {
             },
             max_calls_in_flight: max_calls_in_flight as usize,
             upstream_concurrency: upstream_concurrency as usize,
+            shutdown_delay,
             shutdown_grace,
             client_tokens: client_tokens_file.map(|path| ClientTokenSettings {
                 path,
@@ -481,6 +485,7 @@ mod tests {
         assert_eq!(settings.listen, "0.0.0.0:50051".parse().unwrap());
         assert_eq!(settings.admin_listen, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(settings.retry.max_attempts.get(), 3);
+        assert_eq!(settings.shutdown_delay, Duration::from_secs(5));
         assert_eq!(settings.shutdown_grace, Duration::from_secs(20));
         let connections = &settings.connections;
         assert_eq!(

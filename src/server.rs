@@ -144,25 +144,38 @@ impl Gateway {
         let routes = routes
             .add_service(JobWorkerServiceServer::new(job_worker))
             .prepare();
-        let grace = settings.shutdown_grace;
+        let (delay, grace) = (settings.shutdown_delay, settings.shutdown_grace);
         let connections = settings.connections.clone();
+        // The connections drain on their own signal, given `delay` after the
+        // stop: until then the listener accepts and calls are served.
+        let (drain, draining) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut on_stop = stopped.clone();
             let serving =
-                crate::connections::serve(listener, tls, routes, connections, metrics, stopped);
+                crate::connections::serve(listener, tls, routes, connections, metrics, draining);
             tokio::pin!(serving);
             tokio::select! {
                 () = &mut serving => return Ok(()),
                 _ = async { let _ = on_stop.wait_for(|stop| *stop).await; } => {}
             }
-            // Health turns NOT_SERVING while the connections (watching the
-            // same signal) get their GOAWAY and the listener closes.
+            // Health turns NOT_SERVING first, so that readiness probes fail and
+            // the endpoints controller drops the pod while it still serves
+            // whoever has not heard yet.
             health_reporter
                 .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
                 .await;
             health_reporter
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
+            if !delay.is_zero() {
+                tracing::info!(delay = %humantime::format_duration(delay), "shutting down: NOT_SERVING, still serving until the delay is over");
+                tokio::select! {
+                    () = &mut serving => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            // Now every connection gets its GOAWAY and the listener closes.
+            let _ = drain.send(true);
             tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight calls");
             if tokio::time::timeout(grace, &mut serving).await.is_ok() {
                 return Ok(());

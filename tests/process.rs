@@ -1,5 +1,6 @@
 //! The real binary as a platform team runs it: start-up errors, graceful
-//! shutdown on SIGTERM with calls in flight, and logs that keep secrets out.
+//! shutdown on SIGTERM (a delay while NOT_SERVING, then a drain of the calls
+//! in flight), and logs that keep secrets out.
 
 use std::{process::Stdio, time::Duration};
 
@@ -57,6 +58,8 @@ async fn traced_gateway(
         "127.0.0.1:0",
         "--log-format",
         "json",
+        "--shutdown-delay",
+        "0s",
         "--shutdown-grace",
         "1s",
     ];
@@ -202,6 +205,101 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() {
     );
     let logs = drain(lines).join("\n");
     assert!(logs.contains("shutting down"), "{logs}");
+}
+
+/// Kubernetes takes a pod out of its Service's endpoints only some time after
+/// it sends SIGTERM, and new connections arrive until then. With
+/// --shutdown-delay the gateway reports NOT_SERVING at once, keeps accepting
+/// and serving for the delay, and only then drains and exits.
+#[tokio::test]
+async fn sigterm_reports_not_serving_but_serves_through_the_shutdown_delay() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    const DELAY: Duration = Duration::from_secs(3);
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let mut child = gateway_command(
+        &emulator,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--shutdown-delay",
+            "3s",
+            "--shutdown-grace",
+            "5s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (addr, lines) = started(&mut child).await;
+    let terminated = tokio::time::Instant::now();
+    assert!(sigterm(&child));
+
+    // Each check on a new connection: the listener still accepts.
+    let not_serving = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .expect("accepted during the delay");
+            let mut health = HealthClient::new(channel);
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status == ServingStatus::NotServing as i32 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        not_serving.is_ok(),
+        "health turns NOT_SERVING after SIGTERM"
+    );
+    let mut client = JobWorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("a new connection is accepted during the delay");
+    let job = emulator.create_custom_job();
+    client
+        .put_job_success_result(PutJobSuccessResultRequest {
+            job_id: job.job_id,
+            ..Default::default()
+        })
+        .await
+        .expect("a call during the delay is served");
+    assert!(
+        terminated.elapsed() < DELAY,
+        "the checks above ran within the delay ({:?})",
+        terminated.elapsed()
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits after the delay and the drain")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        terminated.elapsed() >= DELAY,
+        "it served out the delay before exiting ({:?})",
+        terminated.elapsed()
+    );
+    let logs = drain(lines).join("\n");
+    assert!(
+        logs.contains("still serving until the delay is over"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ def secure_gateway(gateway_binary, standalone_emulator, tmp_path_factory):
         [
             str(gateway_binary), "serve",
             "--listen", f"127.0.0.1:{grpc_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
-            "--auth-tokens-file", str(tokens), "--shutdown-grace", "1s",
+            "--auth-tokens-file", str(tokens), "--shutdown-delay", "0s", "--shutdown-grace", "1s",
         ],
         env,
         "gateway listening",

@@ -60,6 +60,7 @@ def test_default_settings_match_the_binary_defaults() -> None:
         "CPGW_KEEPALIVE_INTERVAL": "30s",
         "CPGW_KEEPALIVE_TIMEOUT": "10s",
         "CPGW_MAX_PENDING_RESET_STREAMS": "20",
+        "CPGW_SHUTDOWN_DELAY": "5s",
         "CPGW_SHUTDOWN_GRACE": "20s",
         "CPGW_LOG_FORMAT": "text",
         "RUST_LOG": "info",
@@ -97,6 +98,7 @@ def test_args_and_env_rendered_from_values() -> None:
                 "keepaliveTimeout": "500ms",
                 "maxPendingResetStreams": 5,
             },
+            "shutdownDelay": "2s",
             "shutdownGrace": "45s",
             "logFormat": "json",
             "logLevel": "codepipeline_gateway=debug,info",
@@ -130,6 +132,7 @@ def test_args_and_env_rendered_from_values() -> None:
         "CPGW_KEEPALIVE_INTERVAL": "0s",
         "CPGW_KEEPALIVE_TIMEOUT": "500ms",
         "CPGW_MAX_PENDING_RESET_STREAMS": "5",
+        "CPGW_SHUTDOWN_DELAY": "2s",
         "CPGW_SHUTDOWN_GRACE": "45s",
         "CPGW_LOG_FORMAT": "json",
         "RUST_LOG": "codepipeline_gateway=debug,info",
@@ -194,16 +197,24 @@ def test_probes_are_native_grpc_on_the_grpc_port() -> None:
 
 
 @pytest.mark.parametrize(
-    ("grace", "expected"),
-    [("20s", 30), ("45s", 55), ("1m", 70), ("1500ms", 12), ("0s", 10)],
+    ("delay", "grace", "expected"),
+    [
+        ("5s", "20s", 35),
+        ("5s", "45s", 60),
+        ("5s", "1m", 75),
+        ("5s", "1500ms", 17),
+        ("0s", "0s", 10),
+        ("1m", "20s", 90),
+        ("500ms", "20s", 31),
+    ],
 )
-def test_termination_grace_outlasts_shutdown_grace(grace: str, expected: int) -> None:
-    spec = pod_spec(render({"gateway": {"shutdownGrace": grace}}))
+def test_termination_grace_outlasts_shutdown_delay_and_grace(delay: str, grace: str, expected: int) -> None:
+    spec = pod_spec(render({"gateway": {"shutdownDelay": delay, "shutdownGrace": grace}}))
     assert spec["terminationGracePeriodSeconds"] == expected
 
 
 def test_explicit_termination_grace_is_kept() -> None:
-    assert pod_spec(render({"terminationGracePeriodSeconds": 21}))["terminationGracePeriodSeconds"] == 21
+    assert pod_spec(render({"terminationGracePeriodSeconds": 26}))["terminationGracePeriodSeconds"] == 26
 
 
 def test_rollout_keeps_capacity() -> None:
@@ -718,6 +729,8 @@ def test_notes_print_address_and_health_check() -> None:
         ({"gateway": {"logFormat": "xml"}}, "value must be one of 'text', 'json'"),
         ({"gateway": {"retry": {"baseDelay": "5 seconds"}}}, "at '/gateway/retry/baseDelay'"),
         ({"gateway": {"shutdownGrace": "1h"}}, "at '/gateway/shutdownGrace'"),
+        ({"gateway": {"shutdownDelay": "1h"}}, "at '/gateway/shutdownDelay'"),
+        ({"gateway": {"shutdownDelay": "-1s"}}, "at '/gateway/shutdownDelay'"),
         ({"gateway": {"bogus": 1}}, "additional properties 'bogus' not allowed"),
         ({"gateway": {"rateLimit": {"adaptive": "yes"}}}, "at '/gateway/rateLimit/adaptive': got string, want boolean"),
         ({"gateway": {"limits": {"maxConcurrentStreams": 0}}}, "at '/gateway/limits/maxConcurrentStreams': minimum"),
@@ -805,12 +818,12 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
             "maxUnavailable 0 blocks every eviction",
         ),
         (
-            {"terminationGracePeriodSeconds": 20},
-            "terminationGracePeriodSeconds (20) must be longer than gateway.shutdownGrace (20s = 20s)",
+            {"terminationGracePeriodSeconds": 25},
+            "terminationGracePeriodSeconds (25) must be longer than gateway.shutdownDelay + gateway.shutdownGrace (5s + 20s = 25s)",
         ),
         (
             {"gateway": {"shutdownGrace": "1m"}, "terminationGracePeriodSeconds": 45},
-            "terminationGracePeriodSeconds (45) must be longer than gateway.shutdownGrace (1m = 60s)",
+            "terminationGracePeriodSeconds (45) must be longer than gateway.shutdownDelay + gateway.shutdownGrace (5s + 1m = 65s)",
         ),
         (
             {"networkPolicy": {"enabled": True, "grpcFrom": []}},

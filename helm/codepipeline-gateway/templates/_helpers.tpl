@@ -106,6 +106,7 @@ CPGW_KEEPALIVE_INTERVAL: {{ .keepaliveInterval | quote }}
 CPGW_KEEPALIVE_TIMEOUT: {{ .keepaliveTimeout | quote }}
 CPGW_MAX_PENDING_RESET_STREAMS: {{ .maxPendingResetStreams | int64 | toString | quote }}
 {{- end }}
+CPGW_SHUTDOWN_DELAY: {{ $g.shutdownDelay | quote }}
 CPGW_SHUTDOWN_GRACE: {{ $g.shutdownGrace | quote }}
 CPGW_LOG_FORMAT: {{ $g.logFormat | quote }}
 RUST_LOG: {{ $g.logLevel | quote }}
@@ -210,8 +211,9 @@ take it for a decimal 440.
 gateway.shutdownGrace in whole seconds (rounded up). The schema limits the
 value to <n>ms, <n>s or <n>m so that it can be computed here.
 */}}
-{{- define "codepipeline-gateway.shutdownGraceSeconds" -}}
-{{- $g := .Values.gateway.shutdownGrace | toString }}
+{{- define "codepipeline-gateway.seconds" -}}
+{{- $name := index . 0 }}
+{{- $g := index . 1 | toString }}
 {{- if hasSuffix "ms" $g }}
 {{- div (add (trimSuffix "ms" $g | int) 999) 1000 }}
 {{- else if hasSuffix "s" $g }}
@@ -219,16 +221,27 @@ value to <n>ms, <n>s or <n>m so that it can be computed here.
 {{- else if hasSuffix "m" $g }}
 {{- mul (trimSuffix "m" $g | int) 60 }}
 {{- else }}
-{{- fail (printf "gateway.shutdownGrace %q must be <n>ms, <n>s or <n>m" $g) }}
+{{- fail (printf "%s %q must be <n>ms, <n>s or <n>m" $name $g) }}
 {{- end }}
 {{- end }}
 
 {{/*
-Pod terminationGracePeriodSeconds: the explicit value, or shutdown grace + 10s
-so the kubelet never kills the gateway while it is still draining.
+Seconds from SIGTERM to the end of the drain: the shutdown delay (serving
+while NOT_SERVING) plus the shutdown grace (calls in flight finishing).
+*/}}
+{{- define "codepipeline-gateway.shutdownSeconds" -}}
+{{- $delay := include "codepipeline-gateway.seconds" (list "gateway.shutdownDelay" .Values.gateway.shutdownDelay) | int }}
+{{- $grace := include "codepipeline-gateway.seconds" (list "gateway.shutdownGrace" .Values.gateway.shutdownGrace) | int }}
+{{- add $delay $grace }}
+{{- end }}
+
+{{/*
+Pod terminationGracePeriodSeconds: the explicit value, or shutdown delay +
+shutdown grace + 10s, so the kubelet never kills the gateway while it still
+serves or drains.
 */}}
 {{- define "codepipeline-gateway.terminationGracePeriodSeconds" -}}
-{{- $grace := include "codepipeline-gateway.shutdownGraceSeconds" . | int }}
+{{- $grace := include "codepipeline-gateway.shutdownSeconds" . | int }}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
 {{- add $grace 10 }}
 {{- else }}
@@ -254,10 +267,10 @@ schema checks types and ranges; these check relations between keys.
 */}}
 {{- define "codepipeline-gateway.validate" -}}
 {{- $v := .Values }}
-{{- $grace := include "codepipeline-gateway.shutdownGraceSeconds" . | int }}
+{{- $shutdown := include "codepipeline-gateway.shutdownSeconds" . | int }}
 {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
-{{- if le ($v.terminationGracePeriodSeconds | int) $grace }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than gateway.shutdownGrace (%s = %ds), or the kubelet kills the gateway while calls are still draining" ($v.terminationGracePeriodSeconds | int) $v.gateway.shutdownGrace $grace) }}
+{{- if le ($v.terminationGracePeriodSeconds | int) $shutdown }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than gateway.shutdownDelay + gateway.shutdownGrace (%s + %s = %ds), or the kubelet kills the gateway while it still serves or drains" ($v.terminationGracePeriodSeconds | int) $v.gateway.shutdownDelay $v.gateway.shutdownGrace $shutdown) }}
 {{- end }}
 {{- end }}
 {{- if $v.autoscaling.enabled }}
