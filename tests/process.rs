@@ -45,24 +45,25 @@ fn gateway_command(emulator: &Emulator, args: &[&str]) -> Command {
     command
 }
 
+/// `serve` on loopback ports (any free ones), logging JSON lines.
+const SERVE_ON_LOOPBACK: &[&str] = &[
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--log-format",
+    "json",
+];
+
 /// The gateway on loopback ports, logging JSON at trace level (so that a
 /// secret logged anywhere would show), with `extra` flags.
 async fn traced_gateway(
     emulator: &Emulator,
     extra: &[&str],
 ) -> (Child, String, mpsc::UnboundedReceiver<String>) {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--shutdown-delay",
-        "0s",
-        "--shutdown-grace",
-        "1s",
-    ];
+    let mut args = SERVE_ON_LOOPBACK.to_vec();
+    args.extend(["--shutdown-delay", "0s", "--shutdown-grace", "1s"]);
     args.extend_from_slice(extra);
     let mut child = gateway_command(emulator, &args)
         .env("RUST_LOG", "trace")
@@ -130,17 +131,7 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let mut child = gateway_command(
         &emulator,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--shutdown-grace",
-            "20s",
-        ],
+        &[SERVE_ON_LOOPBACK, &["--shutdown-grace", "20s"]].concat(),
     )
     .spawn()
     .unwrap();
@@ -221,18 +212,10 @@ async fn sigterm_reports_not_serving_but_serves_through_the_shutdown_delay() {
     let mut child = gateway_command(
         &emulator,
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--shutdown-delay",
-            "3s",
-            "--shutdown-grace",
-            "5s",
-        ],
+            SERVE_ON_LOOPBACK,
+            &["--shutdown-delay", "3s", "--shutdown-grace", "5s"],
+        ]
+        .concat(),
     )
     .spawn()
     .unwrap();
