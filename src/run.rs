@@ -43,10 +43,11 @@ impl Cli {
 async fn serve(args: GatewayArgs) -> Result<(), String> {
     let settings = Config::try_from(&args).map_err(|e| e.to_string())?;
     let client = aws::client_from_environment().await?;
+    let stop = StopSignals::install()?;
     let gateway = Gateway::start(settings, client)
         .await
         .map_err(|e| e.to_string())?;
-    run_until_signal(gateway).await
+    run_until_signal(gateway, stop).await
 }
 
 async fn dev(args: DevArgs) -> Result<(), String> {
@@ -56,6 +57,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         gateway_args.auth_tokens_file.is_some() || gateway_args.auth_jwt_issuer.is_some();
     gateway_args.allow_unauthenticated |= !authenticated;
     let settings = Config::try_from(&gateway_args).map_err(|e| e.to_string())?;
+    let stop = StopSignals::install()?;
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.emulator_listen,
         ..EmulatorConfig::default()
@@ -80,12 +82,13 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     if !authenticated {
         println!("{}", DEV_AUTH_HINT.trim_end());
     }
-    let result = run_until_signal(gateway).await;
+    let result = run_until_signal(gateway, stop).await;
     emulator.shutdown().await;
     result
 }
 
 async fn emulator(args: EmulatorArgs) -> Result<(), String> {
+    let stop = StopSignals::install()?;
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.listen,
         ..EmulatorConfig::default()
@@ -121,7 +124,7 @@ async fn emulator(args: EmulatorArgs) -> Result<(), String> {
         key = config.access_key_id,
         secret = config.secret_access_key,
     );
-    wait_for_signal().await;
+    stop.received().await;
     emulator.shutdown().await;
     Ok(())
 }
@@ -197,20 +200,38 @@ fn reachable(addr: std::net::SocketAddr) -> String {
     }
 }
 
-async fn run_until_signal(gateway: Gateway) -> Result<(), String> {
-    wait_for_signal().await;
+async fn run_until_signal(gateway: Gateway, stop: StopSignals) -> Result<(), String> {
+    stop.received().await;
     gateway
         .shutdown()
         .await
         .map_err(|e| format!("the gRPC server failed: {e}"))
 }
 
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn wait_for_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler can be installed");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), listened for from before the
+/// listeners open: a signal that arrives as soon as the process says it
+/// listens starts the graceful shutdown instead of killing the process.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handler = |kind, name| {
+            signal(kind).map_err(|e| format!("cannot install the {name} handler: {e}"))
+        };
+        Ok(StopSignals {
+            terminate: handler(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: handler(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -237,7 +237,9 @@ async fn sigterm_reports_not_serving_but_serves_through_the_shutdown_delay() {
                     service: String::new(),
                 })
                 .await
-                .unwrap()
+                .unwrap_or_else(|e| {
+                    panic!("health check {:?} after SIGTERM: {e}", terminated.elapsed())
+                })
                 .into_inner()
                 .status;
             if status == ServingStatus::NotServing as i32 {
