@@ -51,6 +51,9 @@ struct Record {
     caller: Option<Caller>,
     job_id: Option<String>,
     action_type: Option<ActionTypeId>,
+    /// For acknowledgements and results of an authenticated caller: the
+    /// request's digest, to answer an identical repeat from memory.
+    fingerprint: Option<Fingerprint>,
 }
 
 type Outcome<T> = Result<CallSuccess<T>, (Status, Option<CallError>)>;
@@ -113,6 +116,7 @@ impl JobWorker {
             caller: None,
             job_id: None,
             action_type: None,
+            fingerprint: None,
         };
         // Load shedding: refused before any work, so an overload costs little.
         let Ok(_in_flight) = self.in_flight.clone().try_acquire_owned() else {
@@ -127,21 +131,14 @@ impl JobWorker {
             error.retry_after = Some(SHED_RETRY_DELAY);
             return Err(call_error_status(&error, error.retry_after));
         };
-        // Acknowledgements and results are remembered once delivered, so an
-        // identical repeat can be answered as a replay.
-        let fingerprint = O::VERB
-            .changes_state()
-            .then(|| Fingerprint::of::<O>(request.get_ref()));
-        let outcome = self
-            .decide::<O>(request, deadline, fingerprint, &mut record)
-            .await;
+        let outcome = self.decide::<O>(request, deadline, &mut record).await;
         self.finished(&record, arrived, &outcome);
         if O::VERB.changes_state() {
             audit(&record, &outcome);
         }
         let success = outcome.map_err(|(status, _)| status)?;
         if let (Some(fingerprint), Some(job_id), false) =
-            (fingerprint, &record.job_id, success.replay)
+            (record.fingerprint, &record.job_id, success.replay)
         {
             self.deliveries.remember::<O>(job_id, fingerprint, &success);
         }
@@ -167,7 +164,6 @@ impl JobWorker {
         &self,
         request: Request<O::Request>,
         deadline: Instant,
-        fingerprint: Option<Fingerprint>,
         record: &mut Record,
     ) -> Outcome<O::Output> {
         let refuse = |refusal: Refusal, record: &Record| {
@@ -189,6 +185,12 @@ impl JobWorker {
             Err(why) => return refuse(Refusal::Unauthenticated(why), record),
         };
         record.caller = Some(caller.clone());
+        // Acknowledgements and results are remembered once delivered, so an
+        // identical repeat can be answered as a replay. Digested only now: a
+        // caller without credentials costs no hash of a 120 KB report.
+        record.fingerprint = O::VERB
+            .changes_state()
+            .then(|| Fingerprint::of::<O>(request.get_ref()));
         let checked = match O::validate(request.into_inner()) {
             Ok(checked) => checked,
             Err(invalid) => return Err((invalid_request_status(&invalid), None)),
@@ -228,7 +230,7 @@ impl JobWorker {
             .map_err(|invalid| (invalid_request_status(&invalid), None))?;
         // Only now, authorized: the repeat of a request this replica
         // delivered is answered from memory.
-        if let (Some(fingerprint), Some(job_id)) = (fingerprint, &record.job_id)
+        if let (Some(fingerprint), Some(job_id)) = (record.fingerprint, &record.job_id)
             && let Some(replay) = self.deliveries.recall::<O>(job_id, fingerprint)
         {
             self.metrics.record_replay(record.method);
@@ -379,9 +381,9 @@ impl JobWorker {
     }
 }
 
-/// `error` for a call stopped from outside the stack (its deadline, the
-/// shutdown): "outcome unknown" exactly when an attempt was on its way to AWS,
-/// and what earlier attempts left behind.
+/// `error` for a call stopped from outside the stack (the shutdown): "outcome
+/// unknown" exactly when an attempt was on its way to AWS, and what earlier
+/// attempts left behind.
 fn interrupted(mut error: CallError, progress: &Progress) -> CallError {
     error.outcome_unknown = progress.in_flight();
     error.earlier_attempt_may_have_applied = progress.earlier_outcome_unknown();
