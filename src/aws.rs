@@ -22,6 +22,7 @@ use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
     call::{AwsErrorDetails, Call, CallError, CallSuccess, ErrorKind},
+    metrics::Metrics,
     operation::Operation,
 };
 
@@ -119,14 +120,21 @@ pub struct Forwarder {
     client: Client,
     attempt_timeout: Duration,
     upstream: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
-    pub fn new(client: Client, attempt_timeout: Duration, max_concurrency: usize) -> Self {
+    pub fn new(
+        client: Client,
+        attempt_timeout: Duration,
+        max_concurrency: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Forwarder {
             client: with_bounded_pool(&client, max_concurrency),
             attempt_timeout,
             upstream: Arc::new(Semaphore::new(max_concurrency)),
+            metrics,
         }
     }
 
@@ -176,6 +184,8 @@ impl Forwarder {
         };
         call.progress
             .attempt_ended(result.as_ref().is_err_and(|e| e.outcome_unknown));
+        self.metrics
+            .record_attempt(O::ID.name(), result.as_ref().err().map(|e| e.kind));
         // This attempt started: the retry layer counts it.
         result.map_err(|mut error| {
             error.attempts = 1;

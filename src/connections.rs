@@ -44,7 +44,7 @@ use tokio::{
 use tonic::service::Routes;
 use tower::ServiceExt;
 
-use crate::{error::slow_request_status, metrics::Metrics, tls::TlsFiles};
+use crate::{error::slow_request_status, metrics::Metrics, rpc_metrics, tls::TlsFiles};
 
 /// The bounds on what one client connection may hold; validated at start-up.
 #[derive(Clone, Debug)]
@@ -412,12 +412,15 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             finished: false,
             metrics: self.metrics.clone(),
         };
+        let method = rpc_metrics::for_path(parts.uri.path());
+        self.metrics.record_started(method);
         let request = http::Request::from_parts(parts, body);
         let routes = self.routes.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let response = routes.oneshot(request).await;
             drop(open);
-            response
+            response.map(|response| rpc_metrics::observe(response, method, arrived, &metrics))
         })
     }
 }

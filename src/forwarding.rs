@@ -34,9 +34,12 @@ impl ForwardingStack {
         metrics: Arc<Metrics>,
     ) -> Self {
         ForwardingStack {
-            rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(rate_limit, metrics))),
-            retry: RetryPolicy::new(retry, shared_budget()),
-            forwarder: Forwarder::new(client, attempt_timeout, upstream_concurrency),
+            rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(
+                rate_limit,
+                metrics.clone(),
+            ))),
+            retry: RetryPolicy::new(retry, shared_budget(), metrics.clone()),
+            forwarder: Forwarder::new(client, attempt_timeout, upstream_concurrency, metrics),
         }
     }
 

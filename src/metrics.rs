@@ -1,20 +1,47 @@
 //! Prometheus metrics, served on the admin port at `/metrics`.
 //!
-//! Every call records its final gRPC code, so expected outcomes (NOT_FOUND,
-//! INVALID_ARGUMENT) can be told apart from the gateway's own failures.
+//! Calls are counted under the names grpc-ecosystem's Go middleware gave them
+//! (`grpc_server_handled_total`, `grpc_server_handling_seconds`), because the
+//! dashboards and alerts platform teams already run query those names; the
+//! OpenTelemetry RPC conventions are still moving and export under different
+//! names per SDK version. What only this gateway has (AWS attempts, its rate
+//! limit, retries, refusals) is under `cpgw_`. No label holds a job id or any
+//! caller-chosen text, so cardinality is bounded by the code.
 
-use std::sync::atomic::AtomicU64;
+use std::{sync::atomic::AtomicU64, time::Duration};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::Registry,
 };
 
+use crate::{call::ErrorKind, rpc_metrics::RpcMethod};
+
+/// The labels grpc-ecosystem's middleware puts on a call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    method: &'static str,
-    code: &'static str,
+struct RpcLabels {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+    grpc_code: &'static str,
+}
+
+impl RpcLabels {
+    fn of(method: RpcMethod) -> Self {
+        RpcLabels {
+            grpc_type: method.kind,
+            grpc_service: method.service,
+            grpc_method: method.method,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,10 +49,23 @@ struct MethodLabels {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+/// 5 ms .. ~41 s: from a fast AWS answer to a call that waited out retries.
 fn latency_histogram() -> Histogram {
-    // 5 ms .. ~41 s: from a fast AWS answer to a call that waited out retries.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.005, 2.0, 14,
+    ))
+}
+
+/// 1 ms .. ~33 s: a token due at once to one that waits out a long deadline.
+fn wait_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
     ))
 }
 
@@ -40,137 +80,220 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 pub struct Metrics {
     registry: Registry,
+    started: Family<RpcLabels, Counter>,
+    handled: Family<HandledLabels, Counter>,
+    handling_seconds: HistogramFamily<RpcLabels>,
+    calls_in_flight: Gauge,
     connections: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
     slow_requests: Counter,
     shed_calls: Family<MethodLabels, Counter>,
     replays: Family<MethodLabels, Counter>,
     rate_limits: Family<MethodLabels, Gauge<f64, AtomicU64>>,
-    throttles: Family<MethodLabels, Counter>,
-    calls: Family<CallLabels, Counter>,
+    rate_limit_waits: HistogramFamily<MethodLabels>,
+    rate_limit_refusals: Family<MethodLabels, Counter>,
+    retry_budget_exhausted: Family<MethodLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     job_type_lookups: Family<MethodLabels, Counter>,
-    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    aws_attempts: Family<MethodLabels, Counter>,
+    aws_attempts: Family<AttemptLabels, Counter>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("cpgw");
-        let calls = Family::<CallLabels, Counter>::default();
-        let latency = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        let aws_attempts = Family::<MethodLabels, Counter>::default();
-        let refusals = Family::<RefusalLabels, Counter>::default();
-        let job_type_lookups = Family::<MethodLabels, Counter>::default();
+        let mut registry = Registry::default();
+        let started = Family::<RpcLabels, Counter>::default();
+        let handled = Family::<HandledLabels, Counter>::default();
+        let handling_seconds =
+            HistogramFamily::<RpcLabels>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register(
+            "grpc_server_started",
+            "RPCs started on the server, health and reflection included",
+            started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, by final gRPC status code",
+            handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time from an RPC's headers to its final status",
+            handling_seconds.clone(),
+        );
+        crate::process_metrics::register(&mut registry);
+
+        let ours = registry.sub_registry_with_prefix("cpgw");
+        ours.register(
+            // Encoded as `cpgw_build_info`: OpenMetrics adds the suffix.
+            "build",
+            "The gateway's version; always 1",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        let calls_in_flight = Gauge::default();
+        ours.register(
+            "calls_in_flight",
+            "Job worker calls admitted and not yet answered (bounded by --max-calls-in-flight)",
+            calls_in_flight.clone(),
+        );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        ours.register(
             "auth_refusals",
             "Calls refused before reaching AWS: unauthenticated or not authorized, by method and reason",
             refusals.clone(),
         );
-        registry.register(
+        let job_type_lookups = Family::<MethodLabels, Counter>::default();
+        ours.register(
             "job_type_lookups",
             "Job details read from AWS to learn a job's action type for authorization, by the method that needed it",
             job_type_lookups.clone(),
         );
-        registry.register(
-            "grpc_calls",
-            "gRPC calls handled, by method and final gRPC status code",
-            calls.clone(),
-        );
-        registry.register(
-            "grpc_call_duration_seconds",
-            "Time from a call's arrival to its answer",
-            latency.clone(),
-        );
-        registry.register(
+        let aws_attempts = Family::<AttemptLabels, Counter>::default();
+        ours.register(
             "aws_attempts",
-            "Requests sent to CodePipeline, retries included",
+            "Requests sent to CodePipeline, retries included, by outcome: ok, client_error, \
+             throttled, server_error, transport_error, timeout, misconfigured, unexpected",
             aws_attempts.clone(),
         );
-        let connections = Gauge::default();
-        let connections_closed = Family::<ReasonLabels, Counter>::default();
-        let slow_requests = Counter::default();
-        let shed_calls = Family::<MethodLabels, Counter>::default();
-        let replays = Family::<MethodLabels, Counter>::default();
         let rate_limits = Family::<MethodLabels, Gauge<f64, AtomicU64>>::default();
-        let throttles = Family::<MethodLabels, Counter>::default();
-        registry.register(
+        ours.register(
             "rate_limit_per_second",
             "The rate limit in force per operation: the configured rate, or less while CodePipeline throttles (adaptive)",
             rate_limits.clone(),
         );
-        registry.register(
-            "aws_throttles",
-            "Attempts CodePipeline answered with throttling",
-            throttles.clone(),
+        let rate_limit_waits =
+            HistogramFamily::<MethodLabels>::new_with_constructor(wait_histogram as fn() -> _);
+        ours.register(
+            "rate_limit_wait_seconds",
+            "How long attempts waited for the rate limit's token (0 when one was free)",
+            rate_limit_waits.clone(),
         );
-        registry.register(
+        let rate_limit_refusals = Family::<MethodLabels, Counter>::default();
+        ours.register(
+            "rate_limit_refusals",
+            "Attempts the rate limit refused: no token before the call's deadline, or too many waiting",
+            rate_limit_refusals.clone(),
+        );
+        let retry_budget_exhausted = Family::<MethodLabels, Counter>::default();
+        ours.register(
+            "retry_budget_exhausted",
+            "Retries not made because the process-wide retry budget was spent",
+            retry_budget_exhausted.clone(),
+        );
+        let replays = Family::<MethodLabels, Counter>::default();
+        ours.register(
             "replays",
             "Acknowledgements and results answered from memory: the identical request was delivered before",
             replays.clone(),
         );
-        registry.register(
+        let connections = Gauge::default();
+        ours.register(
             "connections",
             "Client connections open now",
             connections.clone(),
         );
-        registry.register(
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        ours.register(
             "connections_closed",
             "Client connections closed, by reason: handshake_timeout, tls_failed, idle, max_age, shutdown, peer",
             connections_closed.clone(),
         );
-        registry.register(
+        let slow_requests = Counter::default();
+        ours.register(
             "slow_requests",
             "Requests whose body did not arrive within --request-arrival-timeout of their headers",
             slow_requests.clone(),
         );
-        registry.register(
+        let shed_calls = Family::<MethodLabels, Counter>::default();
+        ours.register(
             "shed_calls",
             "Calls refused at once because --max-calls-in-flight calls were already in flight",
             shed_calls.clone(),
         );
         Metrics {
             registry,
+            started,
+            handled,
+            handling_seconds,
+            calls_in_flight,
             connections,
             connections_closed,
             slow_requests,
             shed_calls,
             replays,
             rate_limits,
-            throttles,
-            calls,
+            rate_limit_waits,
+            rate_limit_refusals,
+            retry_budget_exhausted,
             refusals,
             job_type_lookups,
-            latency,
             aws_attempts,
         }
     }
 
-    /// Records one finished call.
-    pub fn record_call(
-        &self,
-        method: &'static str,
-        code: tonic::Code,
-        seconds: f64,
-        aws_attempts: u32,
-    ) {
-        self.calls
-            .get_or_create(&CallLabels {
-                method,
-                code: code_name(code),
+    /// Records an RPC's headers arriving.
+    pub fn record_started(&self, method: RpcMethod) {
+        self.started.get_or_create(&RpcLabels::of(method)).inc();
+    }
+
+    /// Records an RPC's final status.
+    pub fn record_handled(&self, method: RpcMethod, code: tonic::Code, elapsed: Duration) {
+        self.handled
+            .get_or_create(&HandledLabels {
+                grpc_type: method.kind,
+                grpc_service: method.service,
+                grpc_method: method.method,
+                grpc_code: code_name(code),
             })
             .inc();
-        let labels = MethodLabels { method };
-        self.latency.get_or_create(&labels).observe(seconds);
-        if aws_attempts > 0 {
-            self.aws_attempts
-                .get_or_create(&labels)
-                .inc_by(u64::from(aws_attempts));
-        }
+        self.handling_seconds
+            .get_or_create(&RpcLabels::of(method))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a job worker call in flight until the guard drops.
+    pub fn call_admitted(&self) -> InFlight {
+        self.calls_in_flight.inc();
+        InFlight(self.calls_in_flight.clone())
+    }
+
+    /// Records one attempt that was sent to AWS, by how it ended.
+    pub fn record_attempt(&self, method: &'static str, error: Option<ErrorKind>) {
+        self.aws_attempts
+            .get_or_create(&AttemptLabels {
+                method,
+                outcome: attempt_outcome(error),
+            })
+            .inc();
+    }
+
+    /// Records how long an attempt waited for its rate-limit token.
+    pub fn record_rate_limit_wait(&self, method: &'static str, waited: Duration) {
+        self.rate_limit_waits
+            .get_or_create(&MethodLabels { method })
+            .observe(waited.as_secs_f64());
+    }
+
+    pub fn record_rate_limit_refusal(&self, method: &'static str) {
+        self.rate_limit_refusals
+            .get_or_create(&MethodLabels { method })
+            .inc();
+    }
+
+    pub fn record_retry_budget_exhausted(&self, method: &'static str) {
+        self.retry_budget_exhausted
+            .get_or_create(&MethodLabels { method })
+            .inc();
     }
 
     /// Records a call refused by authentication or authorization.
@@ -215,10 +338,6 @@ impl Metrics {
             .set(per_second);
     }
 
-    pub fn record_throttle(&self, method: &'static str) {
-        self.throttles.get_or_create(&MethodLabels { method }).inc();
-    }
-
     pub fn record_replay(&self, method: &'static str) {
         self.replays.get_or_create(&MethodLabels { method }).inc();
     }
@@ -228,6 +347,41 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// The `outcome` label of an attempt that reached AWS (or was cut off on its
+/// way): few values, so alerts can tell "our callers' mistakes" from "AWS is
+/// throttling" from "the gateway's identity is refused".
+fn attempt_outcome(error: Option<ErrorKind>) -> &'static str {
+    use ErrorKind::*;
+    match error {
+        None => "ok",
+        Some(Throttled) => "throttled",
+        Some(ServerError) => "server_error",
+        Some(Transport) => "transport_error",
+        Some(AttemptTimedOut | DeadlineExceeded) => "timeout",
+        Some(Misconfigured) => "misconfigured",
+        Some(
+            Validation
+            | OutputVariablesSizeExceeded
+            | JobNotFound
+            | InvalidJobState
+            | InvalidClientToken
+            | ActionTypeNotFound
+            | InvalidNonce
+            | InvalidJob,
+        ) => "client_error",
+        Some(Unexpected | RateLimited | Overloaded | ShuttingDown) => "unexpected",
+    }
+}
+
+/// One admitted call in the `calls_in_flight` gauge.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -392,8 +392,11 @@ where
         Box::pin(async move {
             let operation = call.operation();
             let bucket = limiter.bucket(operation);
-            match bucket.admit(Instant::now(), call.deadline) {
-                Admission::Now => {}
+            let asked = Instant::now();
+            match bucket.admit(asked, call.deadline) {
+                Admission::Now => limiter
+                    .metrics
+                    .record_rate_limit_wait(operation.name(), Duration::ZERO),
                 Admission::At(start) => {
                     let mut reservation = Reservation {
                         bucket,
@@ -401,8 +404,12 @@ where
                     };
                     tokio::time::sleep_until(start).await;
                     reservation.used = true;
+                    limiter
+                        .metrics
+                        .record_rate_limit_wait(operation.name(), asked.elapsed());
                 }
                 Admission::Refused { retry_after } => {
+                    limiter.metrics.record_rate_limit_refusal(operation.name());
                     let mut error = CallError::new(
                         ErrorKind::RateLimited,
                         format!(
@@ -425,9 +432,6 @@ where
             if let Some(throttled) = throttled {
                 let before = bucket.rate();
                 let rate = bucket.observe(Instant::now(), throttled);
-                if throttled {
-                    limiter.metrics.record_throttle(operation.name());
-                }
                 // The gauge's label lookup only when the rate moved.
                 if rate != before {
                     limiter.metrics.set_rate_limit(operation.name(), rate);

@@ -15,6 +15,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::{
     call::{Call, CallError, CallSuccess, ErrorKind},
+    metrics::Metrics,
     operation::Operation,
 };
 
@@ -61,15 +62,17 @@ pub fn shared_budget() -> Arc<TpsBudget> {
 pub struct RetryPolicy {
     settings: Arc<RetrySettings>,
     budget: Arc<TpsBudget>,
+    metrics: Arc<Metrics>,
     attempts: u32,
     earlier_outcome_unknown: bool,
 }
 
 impl RetryPolicy {
-    pub fn new(settings: RetrySettings, budget: Arc<TpsBudget>) -> Self {
+    pub fn new(settings: RetrySettings, budget: Arc<TpsBudget>, metrics: Arc<Metrics>) -> Self {
         RetryPolicy {
             settings: Arc::new(settings),
             budget,
+            metrics,
             attempts: 0,
             earlier_outcome_unknown: false,
         }
@@ -77,7 +80,12 @@ impl RetryPolicy {
 
     /// Decides whether to try `error`'s call again and how long to wait first.
     /// `None` means the error is final.
-    fn next_delay(&self, deadline: Instant, error: &CallError) -> Option<Duration> {
+    fn next_delay(
+        &self,
+        method: &'static str,
+        deadline: Instant,
+        error: &CallError,
+    ) -> Option<Duration> {
         if !error.kind.is_transient() || self.attempts >= self.settings.max_attempts.get() {
             return None;
         }
@@ -86,7 +94,11 @@ impl RetryPolicy {
             return None;
         }
         // Withdraw last: a retry that is not going to happen costs no budget.
-        self.budget.withdraw().then_some(delay)
+        if !self.budget.withdraw() {
+            self.metrics.record_retry_budget_exhausted(method);
+            return None;
+        }
+        Some(delay)
     }
 }
 
@@ -123,7 +135,7 @@ impl<O: Operation> tower::retry::Policy<Call<O>, CallSuccess<O::Output>, CallErr
                 if error.outcome_unknown && !O::may_repeat_after_unknown_outcome(&call.request) {
                     return None;
                 }
-                let delay = self.next_delay(call.deadline, error)?;
+                let delay = self.next_delay(O::ID.name(), call.deadline, error)?;
                 Some(tokio::time::sleep(delay))
             }
         }
@@ -200,7 +212,8 @@ mod tests {
 
     #[tokio::test]
     async fn transient_errors_are_retried_until_the_attempt_cap() {
-        let mut policy = RetryPolicy::new(settings(3), shared_budget());
+        let mut policy =
+            RetryPolicy::new(settings(3), shared_budget(), StdArc::new(Metrics::new()));
         let mut c = call(Duration::from_secs(10));
         assert!(
             policy
@@ -226,7 +239,8 @@ mod tests {
             ErrorKind::InvalidClientToken,
             ErrorKind::Misconfigured,
         ] {
-            let mut policy = RetryPolicy::new(settings(3), shared_budget());
+            let mut policy =
+                RetryPolicy::new(settings(3), shared_budget(), StdArc::new(Metrics::new()));
             let mut result = failure(kind);
             assert!(
                 policy
@@ -239,7 +253,8 @@ mod tests {
 
     #[tokio::test]
     async fn no_retry_that_cannot_finish_before_the_deadline() {
-        let mut policy = RetryPolicy::new(settings(3), shared_budget());
+        let mut policy =
+            RetryPolicy::new(settings(3), shared_budget(), StdArc::new(Metrics::new()));
         let mut c = call(MIN_ATTEMPT_TIME / 2);
         assert!(
             policy
@@ -251,9 +266,10 @@ mod tests {
     #[tokio::test]
     async fn an_exhausted_budget_stops_retries() {
         let budget = StdArc::new(TpsBudget::new(Duration::from_secs(1), 1, 0.0));
+        let metrics = StdArc::new(Metrics::new());
         let mut retried = 0;
         for _ in 0..10 {
-            let mut policy = RetryPolicy::new(settings(2), budget.clone());
+            let mut policy = RetryPolicy::new(settings(2), budget.clone(), metrics.clone());
             if policy
                 .retry(
                     &mut call(Duration::from_secs(10)),
@@ -266,11 +282,20 @@ mod tests {
         }
         // One retry a second is the floor; the 0% share adds none.
         assert!(retried <= 2, "retried {retried} times");
+        let refused = 10 - retried;
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "cpgw_retry_budget_exhausted_total{{method=\"GetJobDetails\"}} {refused}"
+            )),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn an_error_after_an_unknown_outcome_says_so() {
-        let mut policy = RetryPolicy::new(settings(3), shared_budget());
+        let mut policy =
+            RetryPolicy::new(settings(3), shared_budget(), StdArc::new(Metrics::new()));
         let mut c = call(Duration::from_secs(10));
         let mut reset = CallError::new(ErrorKind::Transport, "reset");
         reset.outcome_unknown = true;
@@ -285,7 +310,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_that_never_started_is_not_counted() {
-        let mut policy = RetryPolicy::new(settings(3), shared_budget());
+        let mut policy =
+            RetryPolicy::new(settings(3), shared_budget(), StdArc::new(Metrics::new()));
         let mut c = call(Duration::from_secs(10));
         assert!(
             policy
@@ -300,7 +326,8 @@ mod tests {
 
     #[tokio::test]
     async fn success_reports_its_attempt_count() {
-        let mut policy = RetryPolicy::new(settings(3), shared_budget());
+        let mut policy =
+            RetryPolicy::new(settings(3), shared_budget(), StdArc::new(Metrics::new()));
         let mut c = call(Duration::from_secs(10));
         assert!(
             policy

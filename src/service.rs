@@ -121,8 +121,6 @@ impl JobWorker {
         // Load shedding: refused before any work, so an overload costs little.
         let Ok(_in_flight) = self.in_flight.clone().try_acquire_owned() else {
             self.metrics.record_shed(record.method);
-            self.metrics
-                .record_call(record.method, Code::ResourceExhausted, 0.0, 0);
             let mut error = CallError::new(
                 ErrorKind::Overloaded,
                 "the gateway has too many calls in flight (--max-calls-in-flight); nothing was \
@@ -131,6 +129,7 @@ impl JobWorker {
             error.retry_after = Some(SHED_RETRY_DELAY);
             return Err(call_error_status(&error, error.retry_after));
         };
+        let _counted = self.metrics.call_admitted();
         let outcome = self.decide::<O>(request, deadline, &mut record).await;
         self.finished(&record, arrived, &outcome);
         if O::VERB.changes_state() {
@@ -324,7 +323,7 @@ impl JobWorker {
         })
     }
 
-    /// The call's one log line and its metrics.
+    /// The call's one log line (its metrics are counted where it leaves HTTP).
     fn finished<T>(&self, record: &Record, arrived: Instant, outcome: &Outcome<T>) {
         let latency = arrived.elapsed();
         let latency_ms = latency.as_millis() as u64;
@@ -344,8 +343,6 @@ impl JobWorker {
                     aws_request_id = success.aws_request_id.as_deref().unwrap_or(""),
                     "call finished"
                 );
-                self.metrics
-                    .record_call(method, Code::Ok, latency.as_secs_f64(), success.attempts);
             }
             Err((status, error)) => {
                 let attempts = error.as_ref().map_or(0, |e| e.attempts);
@@ -374,8 +371,6 @@ impl JobWorker {
                     }
                     _ => line!(info),
                 }
-                self.metrics
-                    .record_call(method, status.code(), latency.as_secs_f64(), attempts);
             }
         }
     }

@@ -112,11 +112,19 @@ async fn rate_in_force_after_throttling(adaptive: bool) -> f64 {
         .count();
     assert!(throttled > 0, "the quota throttled some attempts");
     let metrics = common::metrics(&h).await;
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("cpgw_rate_limit_per_second{method=\"GetJobDetails\"}"))
-        .expect("the rate in force is a metric");
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    let value = |prefix: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Every throttled attempt the emulator answered is counted as one.
+    assert_eq!(
+        value(r#"cpgw_aws_attempts_total{method="GetJobDetails",outcome="throttled"}"#),
+        throttled as f64
+    );
+    value(r#"cpgw_rate_limit_per_second{method="GetJobDetails"}"#)
 }
 
 #[tokio::test]

@@ -130,7 +130,7 @@ async fn reflection_v1alpha_answers_for_older_grpcurl() {
 }
 
 #[tokio::test]
-async fn metrics_count_calls_by_method_and_code() {
+async fn metrics_count_every_rpc_under_the_conventional_names() {
     let mut h = common::start().await;
     let job = h.emulator.create_custom_job();
     h.client
@@ -147,23 +147,56 @@ async fn metrics_count_calls_by_method_and_code() {
         })
         .await
         .unwrap_err();
+    // Calls no handler of ours sees: health, and a method this server lacks.
+    HealthClient::new(channel(&h).await)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel(&h).await);
+    raw.ready().await.unwrap();
+    let unknown = raw
+        .unary(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/codepipeline_gateway.v1.JobWorkerService/Nope"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented);
 
     let text = common::metrics(&h).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(
-        text.contains(r#"cpgw_grpc_calls_total{method="PutJobSuccessResult",code="OK"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            r#"cpgw_grpc_calls_total{method="PutJobSuccessResult",code="INVALID_ARGUMENT"} 1"#
+    let put = r#"grpc_type="unary",grpc_service="codepipeline_gateway.v1.JobWorkerService",grpc_method="PutJobSuccessResult""#;
+    for line in [
+        format!("grpc_server_started_total{{{put}}} 2"),
+        format!(r#"grpc_server_handled_total{{{put},grpc_code="OK"}} 1"#),
+        format!(r#"grpc_server_handled_total{{{put},grpc_code="INVALID_ARGUMENT"}} 1"#),
+        format!("grpc_server_handling_seconds_count{{{put}}} 2"),
+        r#"grpc_server_handled_total{grpc_type="unary",grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="OK"} 1"#.into(),
+        // The client's path is not a label: it counts as unknown.
+        r#"grpc_server_handled_total{grpc_type="unknown",grpc_service="unknown",grpc_method="unknown",grpc_code="UNIMPLEMENTED"} 1"#.into(),
+        // Only the valid report reached AWS, and waited for no token.
+        r#"cpgw_aws_attempts_total{method="PutJobSuccessResult",outcome="ok"} 1"#.into(),
+        r#"cpgw_rate_limit_wait_seconds_count{method="PutJobSuccessResult"} 1"#.into(),
+        r#"cpgw_rate_limit_wait_seconds_bucket{le="0.001",method="PutJobSuccessResult"} 1"#.into(),
+        "cpgw_calls_in_flight 0".into(),
+        format!(
+            r#"cpgw_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
         ),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"cpgw_aws_attempts_total{method="PutJobSuccessResult"} 1"#),
-        "{text}"
-    );
+    ] {
+        assert!(text.contains(&line), "no {line} in\n{text}");
+    }
+    assert!(!text.contains("Nope"), "{text}");
+    for process in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(process), "no {process} in\n{text}");
+    }
 }
 
 #[tokio::test]
