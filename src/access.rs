@@ -40,6 +40,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every `reason` label, so the metrics can start each at zero.
+    pub const LABELS: &[&str] = &[
+        "missing_credential",
+        "malformed_credential",
+        "expired_credential",
+        "untrusted_credential",
+        "issuer_keys_unavailable",
+        "not_authorized",
+    ];
+
     /// The `reason` label in metrics.
     pub fn label(&self) -> &'static str {
         match self {

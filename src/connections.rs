@@ -142,6 +142,15 @@ pub enum Closed {
 }
 
 impl Closed {
+    pub const ALL: &[Closed] = &[
+        Closed::HandshakeTimeout,
+        Closed::TlsFailed,
+        Closed::Idle,
+        Closed::MaxAge,
+        Closed::Shutdown,
+        Closed::Peer,
+    ];
+
     pub const fn label(self) -> &'static str {
         match self {
             Closed::HandshakeTimeout => "handshake_timeout",

@@ -16,7 +16,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{call::ErrorKind, rpc_metrics::RpcMethod};
+use crate::{
+    access::Refusal,
+    call::ErrorKind,
+    connections::Closed,
+    operation::OperationId,
+    proto::JOB_WORKER_SERVICE_NAME,
+    rpc_metrics::{self, RpcMethod},
+};
 
 /// The labels grpc-ecosystem's middleware puts on a call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -220,7 +227,7 @@ impl Metrics {
             "Calls refused at once because --max-calls-in-flight calls were already in flight",
             shed_calls.clone(),
         );
-        Metrics {
+        let metrics = Metrics {
             registry,
             started,
             handled,
@@ -238,6 +245,55 @@ impl Metrics {
             refusals,
             job_type_lookups,
             aws_attempts,
+        };
+        metrics.start_known_series_at_zero();
+        metrics
+    }
+
+    /// Creates every series whose labels are known in advance, at zero, as
+    /// Prometheus advises: `rate()` and `increase()` then see a series' first
+    /// event, and an alert's ratio reads 0 rather than "no data".
+    /// (`get_or_create` makes the series; its guard is dropped at once.)
+    fn start_known_series_at_zero(&self) {
+        for method in rpc_metrics::methods_of(JOB_WORKER_SERVICE_NAME) {
+            let labels = RpcLabels::of(method);
+            drop(self.started.get_or_create(&labels));
+            drop(self.handling_seconds.get_or_create(&labels));
+            for code in (0..=16).map(tonic::Code::from_i32) {
+                drop(self.handled.get_or_create(&HandledLabels {
+                    grpc_type: method.kind,
+                    grpc_service: method.service,
+                    grpc_method: method.method,
+                    grpc_code: go_code_name(code),
+                }));
+            }
+        }
+        for operation in OperationId::ALL {
+            let method = operation.name();
+            let labels = MethodLabels { method };
+            for outcome in ATTEMPT_OUTCOMES {
+                drop(
+                    self.aws_attempts
+                        .get_or_create(&AttemptLabels { method, outcome }),
+                );
+            }
+            for reason in Refusal::LABELS {
+                drop(
+                    self.refusals
+                        .get_or_create(&RefusalLabels { method, reason }),
+                );
+            }
+            drop(self.rate_limit_waits.get_or_create(&labels));
+            drop(self.rate_limit_refusals.get_or_create(&labels));
+            drop(self.retry_budget_exhausted.get_or_create(&labels));
+            drop(self.shed_calls.get_or_create(&labels));
+            drop(self.replays.get_or_create(&labels));
+            drop(self.job_type_lookups.get_or_create(&labels));
+        }
+        for closed in Closed::ALL {
+            drop(self.connections_closed.get_or_create(&ReasonLabels {
+                reason: closed.label(),
+            }));
         }
     }
 
@@ -253,7 +309,7 @@ impl Metrics {
                 grpc_type: method.kind,
                 grpc_service: method.service,
                 grpc_method: method.method,
-                grpc_code: code_name(code),
+                grpc_code: go_code_name(code),
             })
             .inc();
         self.handling_seconds
@@ -350,6 +406,18 @@ impl Metrics {
     }
 }
 
+/// Every `outcome` label of an attempt.
+const ATTEMPT_OUTCOMES: &[&str] = &[
+    "ok",
+    "client_error",
+    "throttled",
+    "server_error",
+    "transport_error",
+    "timeout",
+    "misconfigured",
+    "unexpected",
+];
+
 /// The `outcome` label of an attempt that reached AWS (or was cut off on its
 /// way): few values, so alerts can tell "our callers' mistakes" from "AWS is
 /// throttling" from "the gateway's identity is refused".
@@ -400,6 +468,31 @@ impl Default for Metrics {
     }
 }
 
+/// The code names grpc-go prints (`Canceled`, `InvalidArgument`, …): the
+/// `grpc_code` values that grpc-ecosystem's dashboards and alerts match.
+pub fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// The canonical gRPC code names, as other gRPC tooling prints them.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -421,5 +514,39 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_a_call_can_produce_is_started_at_zero() {
+        for kind in ErrorKind::ALL {
+            assert!(ATTEMPT_OUTCOMES.contains(&attempt_outcome(Some(*kind))));
+        }
+        use crate::auth::Unauthenticated::*;
+        let refusals = [Missing, Malformed, Expired, Untrusted("x"), KeysUnavailable]
+            .map(Refusal::Unauthenticated)
+            .into_iter()
+            .chain([Refusal::NotAuthorized {
+                action_type: String::new(),
+            }]);
+        for refusal in refusals {
+            assert!(Refusal::LABELS.contains(&refusal.label()));
+        }
+        let text = Metrics::new().encode();
+        for line in [
+            r#"cpgw_aws_attempts_total{method="PutJobFailureResult",outcome="misconfigured"} 0"#,
+            r#"grpc_server_handled_total{grpc_type="unary",grpc_service="codepipeline_gateway.v1.JobWorkerService",grpc_method="PollForJobs",grpc_code="Unavailable"} 0"#,
+            r#"cpgw_auth_refusals_total{method="AcknowledgeJob",reason="not_authorized"} 0"#,
+            r#"cpgw_connections_closed_total{reason="handshake_timeout"} 0"#,
+            r#"cpgw_retry_budget_exhausted_total{method="GetJobDetails"} 0"#,
+        ] {
+            assert!(text.contains(line), "no {line} in\n{text}");
+        }
+        // Bounded: the whole scrape of a fresh gateway stays small.
+        assert!(text.len() < 200_000, "{} bytes", text.len());
     }
 }

@@ -147,6 +147,22 @@ pub fn for_path(path: &str) -> RpcMethod {
     }
 }
 
+/// Every method of `service`, in a stable order.
+pub fn methods_of(service: &str) -> Vec<RpcMethod> {
+    let table = TABLE.get_or_init(build);
+    let mut methods: Vec<RpcMethod> = table
+        .values()
+        .filter(|entry| entry.service == service)
+        .map(|entry| RpcMethod {
+            service: &entry.service,
+            method: &entry.method,
+            kind: entry.kind,
+        })
+        .collect();
+    methods.sort_by_key(|m| m.method);
+    methods
+}
+
 struct Entry {
     service: String,
     method: String,

@@ -99,6 +99,7 @@ def render_error(values: dict[str, Any]) -> str:
 
 
 _SERVICEMONITOR_SCHEMA = json.loads((HERE / "servicemonitor-v1.schema.json").read_text())
+_PROMETHEUSRULE_SCHEMA = json.loads((HERE / "prometheusrule-v1.schema.json").read_text())
 _CERTIFICATE_SCHEMA = json.loads((HERE / "certificate-v1.schema.json").read_text())
 
 
@@ -106,11 +107,12 @@ def validate_manifest(doc: dict[str, Any], kube_version: str) -> None:
     """Validate one object strictly (unknown fields are errors).
 
     Built-in kinds use kubernetes-validate's strict schemas for that version;
-    the ServiceMonitor and cert-manager Certificate CRDs use the hand-written
+    the Prometheus Operator and cert-manager CRDs use the hand-written
     schemas next to this file.
     """
     if doc["apiVersion"] == "monitoring.coreos.com/v1":
-        jsonschema.Draft202012Validator(_SERVICEMONITOR_SCHEMA).validate(doc)
+        schema = _PROMETHEUSRULE_SCHEMA if doc["kind"] == "PrometheusRule" else _SERVICEMONITOR_SCHEMA
+        jsonschema.Draft202012Validator(schema).validate(doc)
         return
     if doc["apiVersion"] == "cert-manager.io/v1":
         jsonschema.Draft202012Validator(_CERTIFICATE_SCHEMA).validate(doc)

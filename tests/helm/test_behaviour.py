@@ -855,7 +855,17 @@ def test_fail_guards(values: dict[str, Any], message: str) -> None:
 
 # --- documentation ----------------------------------------------------------------
 
-FREE_FORM = {"strategy", "podSecurityContext", "securityContext", "resources", "namespaceSelector", "podSelector"}
+FREE_FORM = {
+    "strategy",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "namespaceSelector",
+    "podSelector",
+    # Maps of the user's own keys (a default like grafana_dashboard: "1" is an example, not a setting).
+    "labels",
+    "annotations",
+}
 
 
 def value_keys() -> list[tuple[str, bool]]:

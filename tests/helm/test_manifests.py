@@ -35,6 +35,12 @@ SERVICE_MONITOR = {
 
 CLIENT_TOKENS = {"enabled": True, "existingSecret": "partner-client-tokens"}
 
+PROMETHEUS_RULE = {
+    "enabled": True,
+    "labels": {"release": "kube-prometheus-stack"},
+    "additionalRules": [{"alert": "Extra", "expr": "vector(1) > 2", "for": "1m", "labels": {"severity": "info"}}],
+}
+
 
 def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
     """name -> (values, expected kinds)."""
@@ -62,6 +68,8 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "networkPolicy": NETWORK_POLICY,
         "serviceMonitor": SERVICE_MONITOR,
+        "prometheusRule": PROMETHEUS_RULE,
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "CI"}},
         "podSecurityContext": {"fsGroup": 65532},
         "clientTokens": {**CLIENT_TOKENS, "key": "tokens.json", "reloadInterval": "1m30s"},
     }
@@ -83,6 +91,8 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         "networkpolicy": ({"networkPolicy": NETWORK_POLICY}, base),
         "no-networkpolicy": ({"networkPolicy": {"enabled": False}}, [k for k in base if k != "NetworkPolicy"]),
         "servicemonitor": ({"serviceMonitor": SERVICE_MONITOR}, sorted(base + ["ServiceMonitor"])),
+        "prometheusrule": ({"prometheusRule": PROMETHEUS_RULE}, sorted(base + ["PrometheusRule"])),
+        "dashboard": ({"grafanaDashboard": {"enabled": True}}, sorted(base + ["ConfigMap"])),
         "headless": ({"service": {"headless": {"enabled": True}}}, sorted(base + ["Service"])),
         # A volume from the operator's Secret; the chart renders no Secret.
         "client-tokens": ({"clientTokens": CLIENT_TOKENS}, base),
@@ -110,7 +120,14 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
             everything,
             sorted(
                 base
-                + ["HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ServiceMonitor"]
+                + [
+                    "ConfigMap",
+                    "HorizontalPodAutoscaler",
+                    "PodDisruptionBudget",
+                    "PrometheusRule",
+                    "Service",
+                    "ServiceMonitor",
+                ]
             ),
         ),
     }
