@@ -22,6 +22,7 @@ use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
     call::{AwsErrorDetails, Call, CallError, CallSuccess, ErrorKind},
+    identity::{IdentityWatch, Verdict},
     metrics::Metrics,
     operation::Operation,
 };
@@ -34,8 +35,20 @@ fn sdk_config_loader() -> aws_config::ConfigLoader {
         .app_name(AppName::new("codepipeline-gateway").expect("valid app name"))
 }
 
+/// The sources of the SDK's default credential chain, in the order it tries
+/// them, for messages that tell an operator where the gateway looked.
+pub const CREDENTIAL_CHAIN: &str = "tried, in order: the environment (AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY), the shared config and credentials files (AWS_PROFILE, \
+     AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), web identity (AWS_WEB_IDENTITY_TOKEN_FILE \
+     with AWS_ROLE_ARN: IRSA), container credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI: EKS \
+     Pod Identity, ECS), and EC2 instance metadata (IMDS)";
+
+/// How long start-up waits for the credential chain, over all tries.
+const CREDENTIALS_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A client for real AWS: region, credentials and endpoint come from the
 /// standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, IRSA, Pod Identity, ...).
+/// Start-up fails here, naming the chain, when it yields no credentials.
 pub async fn client_from_environment() -> Result<Client, String> {
     let config = sdk_config_loader().load().await;
     if config.region().is_none() {
@@ -43,7 +56,49 @@ pub async fn client_from_environment() -> Result<Client, String> {
             "no AWS region is configured: set AWS_REGION (or a profile with a region)".into(),
         );
     }
+    check_credentials(&config).await?;
     Ok(Client::new(&config))
+}
+
+/// Resolves credentials once, so a pod without them fails at start-up rather
+/// than look healthy. A source that errs or times out (the metadata service
+/// or STS still starting) is tried again within the timeout; a chain where
+/// no source has credentials fails at once.
+async fn check_credentials(config: &aws_config::SdkConfig) -> Result<(), String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let Some(provider) = config.credentials_provider() else {
+        return Err(format!(
+            "no AWS credentials: no credential provider is configured ({CREDENTIAL_CHAIN})"
+        ));
+    };
+    let give_up = Instant::now() + CREDENTIALS_CHECK_TIMEOUT;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let outcome = tokio::time::timeout_at(give_up, provider.provide_credentials()).await;
+        let error = match outcome {
+            Ok(Ok(_credentials)) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_elapsed) => {
+                return Err(format!(
+                    "no AWS credentials within {}s ({CREDENTIAL_CHAIN})",
+                    CREDENTIALS_CHECK_TIMEOUT.as_secs()
+                ));
+            }
+        };
+        let retry = matches!(
+            error,
+            CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)
+        );
+        if !retry || Instant::now() + pause >= give_up {
+            return Err(format!(
+                "no AWS credentials ({CREDENTIAL_CHAIN}): {}",
+                error_chain(&error)
+            ));
+        }
+        tracing::warn!(error = %error_chain(&error), "AWS credentials not available yet; trying again");
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
 }
 
 /// A client for a CodePipeline emulator: the same SDK path (SigV4 signing,
@@ -121,6 +176,7 @@ pub struct Forwarder {
     attempt_timeout: Duration,
     upstream: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    identity: Arc<IdentityWatch>,
 }
 
 impl Forwarder {
@@ -129,12 +185,14 @@ impl Forwarder {
         attempt_timeout: Duration,
         max_concurrency: usize,
         metrics: Arc<Metrics>,
+        identity: Arc<IdentityWatch>,
     ) -> Self {
         Forwarder {
             client: with_bounded_pool(&client, max_concurrency),
             attempt_timeout,
             upstream: Arc::new(Semaphore::new(max_concurrency)),
             metrics,
+            identity,
         }
     }
 
@@ -186,6 +244,7 @@ impl Forwarder {
             .attempt_ended(result.as_ref().is_err_and(|e| e.outcome_unknown));
         self.metrics
             .record_attempt(O::ID.name(), result.as_ref().err().map(|e| e.kind));
+        self.identity.observe(Verdict::of(&result)).await;
         // This attempt started: the retry layer counts it.
         result.map_err(|mut error| {
             error.attempts = 1;
@@ -208,10 +267,13 @@ impl<O: Operation> tower::Service<Call<O>> for Forwarder {
     }
 }
 
-/// AWS error codes that mean the gateway's own identity is the problem.
-const MISCONFIGURATION_CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AccessDenied",
+/// AWS error codes that mean AWS authenticated the gateway and its role may
+/// not do this: a permissions problem, not a refused identity.
+const PERMISSION_CODES: &[&str] = &["AccessDeniedException", "AccessDenied"];
+
+/// AWS error codes that mean AWS does not accept the gateway's identity at
+/// all: no call can succeed until the operator acts.
+const IDENTITY_REFUSED_CODES: &[&str] = &[
     "UnrecognizedClientException",
     "InvalidSignatureException",
     "SignatureDoesNotMatch",
@@ -247,7 +309,9 @@ pub fn kind_of(code: Option<&str>, http_status: Option<u16>) -> ErrorKind {
         Some("InvalidNonceException") => ErrorKind::InvalidNonce,
         Some("InvalidJobException") => ErrorKind::InvalidJob,
         Some(c) if THROTTLING_CODES.contains(&c) => ErrorKind::Throttled,
-        Some(c) if MISCONFIGURATION_CODES.contains(&c) => ErrorKind::Misconfigured,
+        Some(c) if PERMISSION_CODES.contains(&c) || IDENTITY_REFUSED_CODES.contains(&c) => {
+            ErrorKind::Misconfigured
+        }
         _ => match http_status {
             Some(429) => ErrorKind::Throttled,
             Some(500..=599) => ErrorKind::ServerError,
@@ -285,9 +349,9 @@ where
             ),
         ),
         SdkError::DispatchFailure(_) if has_credentials_error(&error) => CallError::new(
-            ErrorKind::Misconfigured,
+            ErrorKind::NoCredentials,
             format!(
-                "the gateway has no usable AWS credentials: {}",
+                "the gateway has no usable AWS credentials ({CREDENTIAL_CHAIN}): {}",
                 error_chain(&error)
             ),
         ),
@@ -310,6 +374,23 @@ where
             call_error
         }
         _ => CallError::new(ErrorKind::Unexpected, error_chain(&error)),
+    }
+}
+
+/// Whether `error` says that AWS does not accept the gateway's identity (or
+/// that it has none), as opposed to refusing one call or not answering.
+pub fn refuses_identity(error: &CallError) -> bool {
+    match error.kind {
+        ErrorKind::NoCredentials => true,
+        ErrorKind::Misconfigured => match error.aws.as_deref() {
+            Some(aws) => match aws.code.as_deref() {
+                Some(code) => IDENTITY_REFUSED_CODES.contains(&code),
+                None => aws.http_status == Some(401),
+            },
+            // The request could not even be built: nothing will succeed.
+            None => true,
+        },
+        _ => false,
     }
 }
 
@@ -373,6 +454,7 @@ mod tests {
             ),
             ("ThrottlingException", 400, ErrorKind::Throttled),
             ("AccessDeniedException", 400, ErrorKind::Misconfigured),
+            ("ExpiredTokenException", 400, ErrorKind::Misconfigured),
             ("UnrecognizedClientException", 403, ErrorKind::Misconfigured),
             ("InvalidSignatureException", 403, ErrorKind::Misconfigured),
             ("InternalFailure", 500, ErrorKind::ServerError),

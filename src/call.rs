@@ -178,8 +178,10 @@ error_kinds! {
     Overloaded,
     /// The gateway's shutdown grace ran out while the call was in flight.
     ShuttingDown,
-    /// AWS refused the gateway's identity, or it has none: an operator problem.
+    /// AWS refused the gateway's identity or its permissions: an operator problem.
     Misconfigured,
+    /// The gateway found no usable AWS credentials, so nothing was sent.
+    NoCredentials,
     /// Anything else AWS answered (an error code the gateway does not know).
     Unexpected,
 }

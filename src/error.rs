@@ -183,6 +183,7 @@ fn reason_for(error: &CallError) -> String {
         error.aws.as_ref().and_then(|a| a.code.as_deref()),
     ) {
         (ErrorKind::Misconfigured, _) => "GATEWAY_MISCONFIGURED".into(),
+        (ErrorKind::NoCredentials, _) => "NO_AWS_CREDENTIALS".into(),
         (_, Some(code)) => reason_from_aws_code(code),
         (ErrorKind::ServerError, None) => "AWS_SERVER_ERROR".into(),
         (ErrorKind::Transport, None) => "AWS_UNREACHABLE".into(),
@@ -202,6 +203,10 @@ fn message_for(error: &CallError) -> String {
              gateway's log has the details"
                 .to_owned()
         }
+        ErrorKind::NoCredentials => "the gateway has no AWS credentials, so nothing was sent \
+                                     to CodePipeline; the gateway's log names the credential \
+                                     sources it tried"
+            .to_owned(),
         ErrorKind::Unexpected => format!(
             "CodePipeline answered with an unexpected error ({}); the gateway's log has the \
              details",
@@ -312,6 +317,7 @@ mod tests {
             (ErrorKind::ShuttingDown, Code::Unavailable),
             (ErrorKind::DeadlineExceeded, Code::DeadlineExceeded),
             (ErrorKind::Misconfigured, Code::Internal),
+            (ErrorKind::NoCredentials, Code::Internal),
             (ErrorKind::Unexpected, Code::Internal),
         ];
         for kind in ErrorKind::ALL {

@@ -11,6 +11,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::{
     aws::Forwarder,
     call::{Call, CallError, CallSuccess},
+    identity::IdentityWatch,
     metrics::Metrics,
     operation::Operation,
     rate_limit::{RateLimitLayer, RateLimitSettings, RateLimiter},
@@ -32,6 +33,7 @@ impl ForwardingStack {
         attempt_timeout: Duration,
         upstream_concurrency: usize,
         metrics: Arc<Metrics>,
+        identity: Arc<IdentityWatch>,
     ) -> Self {
         ForwardingStack {
             rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(
@@ -39,7 +41,13 @@ impl ForwardingStack {
                 metrics.clone(),
             ))),
             retry: RetryPolicy::new(retry, shared_budget(), metrics.clone()),
-            forwarder: Forwarder::new(client, attempt_timeout, upstream_concurrency, metrics),
+            forwarder: Forwarder::new(
+                client,
+                attempt_timeout,
+                upstream_concurrency,
+                metrics,
+                identity,
+            ),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod convert;
 pub mod deadline;
 pub mod error;
 pub mod forwarding;
+pub mod identity;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

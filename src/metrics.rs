@@ -169,7 +169,8 @@ impl Metrics {
         ours.register(
             "aws_attempts",
             "Requests sent to CodePipeline, retries included, by outcome: ok, client_error, \
-             throttled, server_error, transport_error, timeout, misconfigured, unexpected",
+             throttled, server_error, transport_error, timeout, misconfigured, no_credentials \
+             (nothing was sent), unexpected",
             aws_attempts.clone(),
         );
         let rate_limits = Family::<MethodLabels, Gauge<f64, AtomicU64>>::default();
@@ -415,6 +416,7 @@ const ATTEMPT_OUTCOMES: &[&str] = &[
     "transport_error",
     "timeout",
     "misconfigured",
+    "no_credentials",
     "unexpected",
 ];
 
@@ -430,6 +432,7 @@ fn attempt_outcome(error: Option<ErrorKind>) -> &'static str {
         Some(Transport) => "transport_error",
         Some(AttemptTimedOut | DeadlineExceeded) => "timeout",
         Some(Misconfigured) => "misconfigured",
+        Some(NoCredentials) => "no_credentials",
         Some(
             Validation
             | OutputVariablesSizeExceeded

@@ -14,10 +14,11 @@ use crate::{
     client_tokens::ClientTokens,
     config::{AccessSettings, Config, JwksLocation},
     forwarding::ForwardingStack,
+    identity::{IdentityWatch, Readiness},
     metrics::Metrics,
     policy::PolicyFile,
     proto::{
-        ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, JOB_WORKER_SERVICE_NAME,
+        ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET,
         v1::job_worker_service_server::JobWorkerServiceServer,
     },
     service::{Bounds, JobWorker},
@@ -25,7 +26,6 @@ use crate::{
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
 
 /// After the grace period, how long the calls that were cut short get to
 /// send their answers before their connections close.
@@ -86,6 +86,12 @@ impl Gateway {
         }
         let metrics = Arc::new(Metrics::new());
         let (cut, cut_short) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let readiness = Arc::new(Readiness::new(health_reporter));
+        readiness.start().await;
+        let identity = Arc::new(IdentityWatch::new(readiness.clone()));
+        identity.probe(client.clone(), stopped.clone());
         let job_worker = JobWorker::new(
             ForwardingStack::new(
                 client,
@@ -94,6 +100,7 @@ impl Gateway {
                 settings.attempt_timeout,
                 settings.upstream_concurrency,
                 metrics.clone(),
+                identity,
             ),
             metrics.clone(),
             Bounds {
@@ -105,14 +112,6 @@ impl Gateway {
             client_tokens,
             access,
         );
-
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_service_status(JOB_WORKER_SERVICE_NAME, ServingStatus::Serving)
-            .await;
-        health_reporter
-            .set_service_status("", ServingStatus::Serving)
-            .await;
 
         // grpcurl 1.8.x and many GUIs ask for v1alpha, newer tools for v1.
         let reflection = if settings.reflection {
@@ -130,10 +129,10 @@ impl Gateway {
             None
         };
 
-        let (stop, stopped) = watch::channel(false);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             metrics.clone(),
+            readiness.clone(),
             stopped.clone(),
         ));
 
@@ -161,12 +160,7 @@ impl Gateway {
             // Health turns NOT_SERVING first, so that readiness probes fail and
             // the endpoints controller drops the pod while it still serves
             // whoever has not heard yet.
-            health_reporter
-                .set_not_serving::<JobWorkerServiceServer<JobWorker>>()
-                .await;
-            health_reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            readiness.stopping().await;
             if !delay.is_zero() {
                 tracing::info!(delay = %humantime::format_duration(delay), "shutting down: NOT_SERVING, still serving until the delay is over");
                 tokio::select! {

@@ -7,9 +7,13 @@ use std::time::Duration;
 use codepipeline_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
 use codepipeline_gateway::{
     error::{AWS_DOMAIN, GATEWAY_DOMAIN, metadata},
-    proto::v1::PutThirdPartyJobSuccessResultRequest,
+    identity,
+    proto::{JOB_WORKER_SERVICE_NAME, v1::PutThirdPartyJobSuccessResultRequest},
 };
 use tonic::{Code, Request, Status};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tonic_types::StatusExt;
 
 const OP: &str = "PutJobSuccessResult";
@@ -245,6 +249,75 @@ async fn access_denied_is_internal_and_says_the_gateway_is_misconfigured() {
         "GATEWAY_MISCONFIGURED"
     );
     assert_eq!(h.emulator.requests_for(OP).len(), 1, "not retried");
+    // A permission one operation lacks is no reason to leave the Service.
+    assert_eq!(health(&h, "").await, ServingStatus::Serving);
+}
+
+async fn health(h: &common::Harness, service: &str) -> ServingStatus {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.grpc_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+#[tokio::test]
+async fn a_refused_identity_is_not_serving_until_aws_accepts_it_again() {
+    let mut h = common::start().await;
+    let job = h.emulator.create_custom_job();
+    h.emulator
+        .inject_fault(aws_error("UnrecognizedClientException", 400));
+    let status = h
+        .client
+        .put_job_success_result(success(&job.job_id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    for service in ["", JOB_WORKER_SERVICE_NAME] {
+        assert_eq!(health(&h, service).await, ServingStatus::NotServing);
+    }
+    // The same for probes that cannot speak gRPC (TLS), on the admin port.
+    let readyz = common::admin(&h, "/readyz").await;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(
+        readyz.contains("AWS refuses the gateway's identity"),
+        "{readyz}"
+    );
+    assert!(
+        common::admin(&h, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // Nothing reaches the pod now; the gateway asks AWS by itself, and the
+    // fault was for one request only.
+    let asked = std::time::Instant::now();
+    while health(&h, "").await != ServingStatus::Serving {
+        assert!(
+            asked.elapsed() < identity::PROBE_INTERVAL * 3,
+            "still NOT_SERVING"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        health(&h, JOB_WORKER_SERVICE_NAME).await,
+        ServingStatus::Serving
+    );
+    // The probe read a job that cannot exist: nothing changed.
+    let probes = h.emulator.requests_for("GetJobDetails");
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    h.client
+        .put_job_success_result(success(&job.job_id))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

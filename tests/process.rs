@@ -443,6 +443,47 @@ async fn bad_configuration_stops_start_up_naming_the_setting_once_in_plain_text(
 }
 
 #[tokio::test]
+async fn serve_without_aws_credentials_fails_at_start_naming_the_chain() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        gateway_command(&emulator, SERVE_ON_LOOPBACK)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output(),
+    )
+    .await
+    .expect("start-up gave up on its own")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("no AWS credentials"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once: {stderr}");
+    for source in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "IMDS",
+    ] {
+        assert!(said[0].contains(source), "{source} not named: {stderr}");
+    }
+    // Nothing is listening, and nothing was sent.
+    assert!(!stderr.contains("gateway listening"), "{stderr}");
+    assert!(emulator.requests().is_empty());
+    // No source has credentials: that is final, not waited out.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
     use sha2::{Digest, Sha256};
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();

@@ -112,14 +112,18 @@ pub fn success(job_id: &str) -> PutJobSuccessResultRequest {
 
 /// The gateway's Prometheus metrics, read from its admin port.
 pub async fn metrics(h: &Harness) -> String {
+    admin(h, "/metrics").await
+}
+
+/// The admin port's whole HTTP answer to `GET path`.
+#[allow(dead_code)]
+pub async fn admin(h: &Harness, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(h.gateway.admin_addr())
         .await
         .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response

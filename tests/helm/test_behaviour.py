@@ -185,11 +185,13 @@ def test_chart_metadata() -> None:
 # --- probes and lifecycle ---------------------------------------------------------
 
 
-def test_probes_are_native_grpc_on_the_grpc_port() -> None:
-    c = container(render({"ports": {"grpc": 7000}}))
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["grpc"] == {"port": 7000}, "no service name: the server's overall health"
-        assert set(c[probe]) == {"grpc", "initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold"}
+def test_readiness_is_native_grpc_and_liveness_only_asks_the_process() -> None:
+    c = container(render({"ports": {"grpc": 7000, "metrics": 9100}}))
+    readiness, liveness = c["readinessProbe"], c["livenessProbe"]
+    assert readiness["grpc"] == {"port": 7000}, "no service name: the server's overall health"
+    assert set(readiness) == {"grpc", "initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold"}
+    assert liveness["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in c["ports"]
     tuned = container(render({"probes": {"readiness": {"periodSeconds": 3, "failureThreshold": 1}}}))
     assert tuned["readinessProbe"]["periodSeconds"] == 3 and tuned["readinessProbe"]["failureThreshold"] == 1
     off = container(render({"probes": {"liveness": {"enabled": False}}}))
@@ -666,11 +668,10 @@ def test_tls_from_cert_manager_with_client_certificates() -> None:
     volume = volumes_by_name(docs)["tls"]["secret"]
     assert volume["secretName"] == f"{FULLNAME}-tls"
     assert [i["key"] for i in volume["items"]] == ["tls.crt", "tls.key", "ca.crt"]
-    # The kubelet's gRPC probes cannot speak TLS: the admin port's /healthz.
+    # The kubelet's gRPC probes cannot speak TLS: the admin port's /readyz.
     c = container(docs)
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-        assert "grpc" not in c[probe]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert "grpc" not in c["readinessProbe"]
     assert "-tls" in find(docs, "Pod")["spec"]["containers"][0]["args"]
 
 
@@ -682,6 +683,11 @@ def test_tls_from_an_existing_secret_and_plaintext_by_default() -> None:
     default = render({})
     assert not [k for k in config(default) if k.startswith("CPGW_TLS")]
     assert container(default)["readinessProbe"]["grpc"] == {"port": 50051}
+    # Liveness never asks the readiness state: a refused AWS identity is not
+    # cured by restarting.
+    for docs_ in (default, docs_tls := render({"tls": {"enabled": True, "existingSecret": "t"}})):
+        assert container(docs_)["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container(docs_tls)["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert "-tls" not in find(default, "Pod")["spec"]["containers"][0]["args"]
     # Client certificates alone are a way to authenticate.
     mtls_only = {

@@ -359,13 +359,28 @@ The probes' action: native gRPC health on the gRPC port, or, with TLS (which
 the kubelet's gRPC probes cannot speak), /healthz on the admin port, which
 stops answering when the gateway starts draining.
 */}}
-{{- define "codepipeline-gateway.probeAction" -}}
+{{/*
+Readiness: the gRPC health service, which says NOT_SERVING while shutting down
+and while AWS refuses the gateway's identity; over TLS, where the kubelet's
+gRPC probe cannot go, the admin port's /readyz says the same.
+*/}}
+{{- define "codepipeline-gateway.readinessAction" -}}
 {{- if .Values.tls.enabled -}}
 httpGet:
-  path: /healthz
+  path: /readyz
   port: metrics
 {{- else -}}
 grpc:
   port: {{ .Values.ports.grpc }}
 {{- end }}
+{{- end }}
+
+{{/*
+Liveness: only whether the process answers. Never the readiness state: a
+refused AWS identity is not cured by a restart, and restarts would hide it.
+*/}}
+{{- define "codepipeline-gateway.livenessAction" -}}
+httpGet:
+  path: /healthz
+  port: metrics
 {{- end }}
