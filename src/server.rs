@@ -31,6 +31,33 @@ use tonic::service::Routes;
 /// send their answers before their connections close.
 const CUT_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// The largest request message the gateway decodes, compressed or not.
+///
+/// The largest request CodePipeline accepts is under 160 KB: 122,880 bytes of
+/// output variables plus the revision, summary and ids, each a few thousand
+/// characters of up to 4 bytes. tonic's default, 4 MB, let 256 gzip bombs of
+/// 4 KB each (4 MB once inflated) raise the gateway's peak memory from 34 MB
+/// to 1.26 GB, because a decoded request is held until its stream ends. A
+/// request up to this size still gets the validator's field-by-field answer;
+/// a larger one is refused as it is read, OUT_OF_RANGE (RESOURCE_EXHAUSTED
+/// when it only grows past the limit while being decompressed).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Bounds what a request may decode to, accepts gzip- and deflate-compressed
+/// requests (decompressed no further than that bound) and compresses answers
+/// for clients that ask (`grpc-accept-encoding`).
+macro_rules! bounded_with_compression {
+    ($server:expr) => {{
+        use tonic::codec::CompressionEncoding::{Deflate, Gzip};
+        $server
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .accept_compressed(Gzip)
+            .accept_compressed(Deflate)
+            .send_compressed(Gzip)
+            .send_compressed(Deflate)
+    }};
+}
+
 /// A running gateway.
 pub struct Gateway {
     grpc_addr: SocketAddr,
@@ -136,12 +163,16 @@ impl Gateway {
             stopped.clone(),
         ));
 
-        let mut routes = Routes::new(health_service);
+        let mut routes = Routes::new(bounded_with_compression!(health_service));
         if let Some((v1, v1alpha)) = reflection {
-            routes = routes.add_service(v1).add_service(v1alpha);
+            routes = routes
+                .add_service(bounded_with_compression!(v1))
+                .add_service(bounded_with_compression!(v1alpha));
         }
         let routes = routes
-            .add_service(JobWorkerServiceServer::new(job_worker))
+            .add_service(bounded_with_compression!(JobWorkerServiceServer::new(
+                job_worker
+            )))
             .prepare();
         let (delay, grace) = (settings.shutdown_delay, settings.shutdown_grace);
         let connections = settings.connections.clone();

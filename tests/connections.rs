@@ -97,43 +97,88 @@ fn median(times: &[Duration]) -> Duration {
     sorted[sorted.len() / 2]
 }
 
+/// One unary gRPC call made with raw HTTP/2 frames, a PING sent just before
+/// it: the server must answer the PING first (a small write), then the call
+/// (another small write). Returns how long the call took.
+async fn call_after_a_ping(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    ping_pong: &mut h2::PingPong,
+    addr: std::net::SocketAddr,
+) -> Duration {
+    use prost::Message;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/codepipeline_gateway.v1.JobWorkerService/GetJobDetails"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let payload = GetJobDetailsRequest {
+        job_id: "x".repeat(100),
+    }
+    .encode_to_vec();
+    let mut message = vec![0u8];
+    message.extend((payload.len() as u32).to_be_bytes());
+    message.extend(payload);
+    let started = Instant::now();
+    let ping = ping_pong.ping(h2::Ping::opaque());
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(bytes::Bytes::from(message), true).unwrap();
+    let (pong, response) = tokio::join!(ping, response);
+    pong.unwrap();
+    let mut stream = response.unwrap().into_body();
+    while let Some(chunk) = stream.data().await {
+        chunk.unwrap();
+    }
+    stream.trailers().await.unwrap();
+    started.elapsed()
+}
+
 /// Nagle's algorithm holds a small write while an earlier one is
 /// unacknowledged, and a client with nothing to send delays its
-/// acknowledgement (40 ms on Linux). A request larger than the 1 MB window the
-/// gateway advertises makes it write a WINDOW_UPDATE after the body's end and
-/// then its answer: without TCP_NODELAY on the accepted socket, about half of
-/// such calls stalled 40 ms (measured: 14 of 30). The large calls (refused at
-/// once, nothing reaches AWS) are compared with small ones on the same
-/// connection, so machine noise counts against both alike.
+/// acknowledgement (40 ms on Linux). A PING just before a call makes the
+/// gateway write the PING's answer, then the call's: without TCP_NODELAY on
+/// the accepted socket, the call's answer waits for the acknowledgement.
+/// Calls with a PING are compared with calls without on the same connection,
+/// so machine noise counts against both alike. (Issue 11's version sent a
+/// request larger than the 1 MB stream window instead; requests are now
+/// limited to 256 KB.)
 #[tokio::test]
-async fn a_large_request_does_not_wait_for_a_delayed_acknowledgement() {
+async fn an_answer_does_not_wait_for_a_delayed_acknowledgement() {
     const CALLS: usize = 40;
     let h = common::start().await;
-    let mut client = common::connect(&h.gateway).await;
-    let (mut small, mut large) = (Vec::new(), Vec::new());
+    let addr = h.gateway.grpc_addr();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = connection.ping_pong().unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut no_ping = common::connect(&h.gateway).await;
+    let (mut plain, mut pinged) = (Vec::new(), Vec::new());
     for _ in 0..CALLS {
-        for (job_id, times) in [
-            ("x".repeat(100), &mut small),
-            ("x".repeat(1_200_000), &mut large),
-        ] {
-            let started = Instant::now();
-            let status = client
-                .get_job_details(GetJobDetailsRequest { job_id })
-                .await
-                .unwrap_err();
-            times.push(started.elapsed());
-            assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        }
+        let started = Instant::now();
+        let status = no_ping
+            .get_job_details(GetJobDetailsRequest {
+                job_id: "x".repeat(100),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        plain.push(started.elapsed());
+        pinged.push(call_after_a_ping(&mut client, &mut ping_pong, addr).await);
     }
-    let (small_stalls, large_stalls) = (
-        stalled(&small, median(&small)),
-        stalled(&large, median(&large)),
+    let (plain_stalls, pinged_stalls) = (
+        stalled(&plain, median(&plain)),
+        stalled(&pinged, median(&plain)),
     );
     assert!(
-        large_stalls <= small_stalls + CALLS / 5,
-        "{large_stalls} of {CALLS} large calls took 30 ms more than their median {:?} \
-         ({small_stalls} small ones did): the answer waited for a delayed acknowledgement",
-        median(&large)
+        pinged_stalls <= plain_stalls + CALLS / 5,
+        "{pinged_stalls} of {CALLS} calls after a PING took 30 ms more than the median \
+         {:?} of calls without ({plain_stalls} of those did): the answer waited for a delayed \
+         acknowledgement",
+        median(&plain)
     );
     assert!(common::received(&h.emulator, "GetJobDetails").is_empty());
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use codepipeline_emulator::{Fault, FaultKind};
-use codepipeline_gateway::proto::v1::PutJobSuccessResultRequest;
+use codepipeline_gateway::{proto::v1::PutJobSuccessResultRequest, server::MAX_REQUEST_BYTES};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -372,5 +372,84 @@ async fn a_rapid_reset_flood_reaches_no_one_and_leaves_others_served() {
         ended.reason(),
         Some(h2::Reason::ENHANCE_YOUR_CALM),
         "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn compressed_calls_are_served_and_answered_compressed_when_asked() {
+    use tonic::codec::CompressionEncoding::{Deflate, Gzip};
+    let h = common::start().await;
+    for encoding in [Gzip, Deflate] {
+        let job = h.emulator.create_custom_job();
+        let mut client = h
+            .client
+            .clone()
+            .send_compressed(encoding)
+            .accept_compressed(encoding);
+        let details = client
+            .get_job_details(codepipeline_gateway::proto::v1::GetJobDetailsRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .unwrap();
+        let said = details.metadata().get("grpc-encoding").unwrap();
+        assert_eq!(said, encoding.to_string().as_str());
+        assert_eq!(details.into_inner().job_details.unwrap().id, job.job_id);
+        client
+            .put_job_success_result(common::success(&job.job_id))
+            .await
+            .unwrap();
+    }
+    // A client that does not ask gets no compression.
+    let job = h.emulator.create_custom_job();
+    let plain = h
+        .client
+        .clone()
+        .get_job_details(codepipeline_gateway::proto::v1::GetJobDetailsRequest {
+            job_id: job.job_id,
+        })
+        .await
+        .unwrap();
+    assert!(plain.metadata().get("grpc-encoding").is_none());
+}
+
+/// A small compressed request that expands to megabytes: it cannot grow past
+/// the message size limit while it is decompressed, and what fits is still
+/// validated before anything reaches AWS.
+#[tokio::test]
+async fn a_compression_bomb_stops_at_the_message_size_limit() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let h = common::start().await;
+    let job = h.emulator.create_custom_job();
+    let mut client = h.client.clone().send_compressed(Gzip);
+    let bomb = |bytes: usize| PutJobSuccessResultRequest {
+        job_id: job.job_id.clone(),
+        output_variables: [("v".to_owned(), "0".repeat(bytes))].into(),
+        ..Default::default()
+    };
+    let over = client
+        .put_job_success_result(bomb(8 << 20))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("size limit"), "{over:?}");
+    // Inflated, it fits the limit: the validator names the field.
+    let under = client
+        .put_job_success_result(bomb(MAX_REQUEST_BYTES - 6 * 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(under.code(), Code::InvalidArgument, "{under:?}");
+    assert!(under.message().contains("outputVariables"), "{under:?}");
+    // Uncompressed and over the limit: refused from its length prefix.
+    let plain = h
+        .client
+        .clone()
+        .put_job_success_result(bomb(MAX_REQUEST_BYTES))
+        .await
+        .unwrap_err();
+    assert_eq!(plain.code(), Code::OutOfRange, "{plain:?}");
+    assert!(
+        h.emulator.requests_for("PutJobSuccessResult").is_empty(),
+        "nothing reached AWS"
     );
 }

@@ -728,3 +728,73 @@ async fn refused_credentials_reach_neither_aws_nor_the_logs() {
         assert!(!all.contains(part), "part of a JWT reached the logs");
     }
 }
+
+/// Many small compressed requests that inflate to megabytes, at once over
+/// several connections, and as many that inflate to just under the request
+/// size limit: the gateway's peak memory stays bounded, because nothing is
+/// decompressed past the limit.
+#[tokio::test]
+async fn concurrent_compression_bombs_leave_memory_bounded() {
+    use codepipeline_gateway::server::MAX_REQUEST_BYTES;
+    use tonic::codec::CompressionEncoding::Gzip;
+    const CONNECTIONS: usize = 4;
+    const CALLS: usize = 256;
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let mut child = gateway_command(&emulator, SERVE_ON_LOOPBACK)
+        .spawn()
+        .unwrap();
+    let (addr, _lines) = started(&mut child).await;
+    let pid = child.id().unwrap();
+    let peak_mib = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    };
+    let job = emulator.create_custom_job();
+    let bomb = |bytes: usize| PutJobSuccessResultRequest {
+        job_id: job.job_id.clone(),
+        output_variables: [("v".to_owned(), "0".repeat(bytes))].into(),
+        ..Default::default()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let client = JobWorkerServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .send_compressed(Gzip);
+        clients.push(client);
+    }
+    let before = peak_mib();
+    // 1 MB of zeros is about 1 KB on the wire; 250 KB fits the limit and is
+    // then refused by the validator (output variables over 122,880 bytes).
+    for (bytes, code) in [
+        (1 << 20, tonic::Code::ResourceExhausted),
+        (MAX_REQUEST_BYTES - 6 * 1024, tonic::Code::InvalidArgument),
+    ] {
+        let request = bomb(bytes);
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..CALLS {
+            let mut client = clients[i % CONNECTIONS].clone();
+            let request = request.clone();
+            calls.spawn(async move { client.put_job_success_result(request).await });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Some(call) = tokio::time::timeout_at(deadline, calls.join_next())
+            .await
+            .expect("every bomb is answered within 60 s")
+        {
+            let refused = call.unwrap().unwrap_err();
+            assert_eq!(refused.code(), code, "{refused:?}");
+        }
+    }
+    let after = peak_mib();
+    eprintln!("peak RSS {before} MiB before, {after} MiB after {CALLS} bombs of each size");
+    // Under tonic's default 4 MB limit this was 34 -> 1,261 MiB.
+    assert!(after < before + 128, "peak RSS {before} -> {after} MiB");
+    assert!(emulator.requests().is_empty());
+}

@@ -91,3 +91,31 @@ def test_node_snippet_reads_the_details(node_modules, dns_target, emulator):
     assert "type: 'google.rpc.BadRequest'" in run.stdout, run.stdout
     assert "field: 'executionDetails.percentComplete'" in run.stdout, run.stdout
     assert emulator.requests() == []
+
+
+@pytest.mark.parametrize("compression", ["Gzip", "Deflate"])
+def test_grpcio_with_compression_on_is_served(python_stubs, dns_target, emulator, compression):
+    """grpcio compresses every request once a channel asks for it; the gateway
+    decodes it (it used to answer UNIMPLEMENTED) and validates as usual."""
+    program = "\n".join(
+        [
+            "import sys",
+            f"sys.path.insert(0, {str(PYTHON_WORKER / 'generated')!r})",
+            "import grpc",
+            "from codepipeline_gateway.v1 import job_worker_pb2 as pb, job_worker_pb2_grpc",
+            f"channel = grpc.insecure_channel({dns_target!r}, compression=grpc.Compression.{compression})",
+            "stub = job_worker_pb2_grpc.JobWorkerServiceStub(channel)",
+            "try:",
+            "    stub.PutJobSuccessResult(pb.PutJobSuccessResultRequest(job_id='not-a-job-id'), timeout=10)",
+            "except grpc.RpcError as error:",
+            "    print(error.code().name, error.details())",
+        ]
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("INVALID_ARGUMENT"), run.stdout
+    assert "jobId" in run.stdout, run.stdout
+    assert emulator.requests() == []
