@@ -2,7 +2,8 @@
 # Tests of the Helm chart in helm/codepipeline-gateway.
 #
 # Creates a virtualenv at .venv-helm (inside the repo), installs the pinned
-# tests/helm/requirements.txt from PyPI and runs pytest. Needs only python3
+# tests/helm/requirements.txt from PyPI, builds the gateway binary (the parity
+# tests run its check-config) and runs pytest. Needs only python3
 # (3.10+) with the venv module: helm-python-sdk's wheel carries Helm's Go
 # library, so no helm binary, Go toolchain or cluster is involved.
 set -euo pipefail
@@ -42,4 +43,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
 fi
 
 cd "$repo"
+# The parity tests ask the gateway binary itself what it accepts.
+echo "test-helm: cargo build --locked"
+cargo build --locked --quiet </dev/null
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm "$@" </dev/null

@@ -38,6 +38,11 @@ pub enum Command {
     Dev(DevArgs),
     /// Run the CodePipeline emulator alone, for tests and workers in other languages.
     Emulator(EmulatorArgs),
+    /// Check `serve`'s flags and CPGW_* variables as `serve` would, print the
+    /// settings they amount to, and exit: 0 when `serve` would accept them, 1
+    /// naming the first problem. Starts nothing and reads no file or AWS
+    /// credential (the chart's tests compare its values with it).
+    CheckConfig(GatewayArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

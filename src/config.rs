@@ -11,6 +11,10 @@ use crate::{
 };
 
 /// Everything the gateway needs to run, validated.
+/// The highest `--rate-limit-rps`: far above any CodePipeline quota, low
+/// enough that the token bucket's arithmetic stays exact.
+pub const MAX_RATE_LIMIT_RPS: f64 = 10_000.0;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -277,11 +281,14 @@ impl TryFrom<&GatewayArgs> for Config {
                 "must be greater than 0",
             ));
         }
-        if !(rate_limit_rps.is_finite() && rate_limit_rps > 0.0) {
+        if !(rate_limit_rps > 0.0 && rate_limit_rps <= MAX_RATE_LIMIT_RPS) {
             return Err(bad(
                 "rate-limit-rps",
                 "CPGW_RATE_LIMIT_RPS",
-                format!("must be a number greater than 0, got {rate_limit_rps}"),
+                format!(
+                    "must be a number greater than 0 and at most {MAX_RATE_LIMIT_RPS}, got \
+                     {rate_limit_rps}"
+                ),
             ));
         }
         let Some(rate_limit_burst) = NonZeroU32::new(rate_limit_burst) else {

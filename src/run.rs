@@ -16,7 +16,7 @@ impl Cli {
     pub async fn run(self) -> ExitCode {
         let format = match &self.command {
             None => self.serve.log_format,
-            Some(Command::Serve(args)) => args.log_format,
+            Some(Command::Serve(args) | Command::CheckConfig(args)) => args.log_format,
             Some(Command::Dev(args)) => args.gateway.log_format,
             Some(Command::Emulator(args)) => args.log_format,
         };
@@ -25,6 +25,7 @@ impl Cli {
         let outcome = match self.command {
             None => serve(self.serve).await,
             Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::CheckConfig(args)) => check_config(&args),
             Some(Command::Dev(args)) => dev(args).await,
             Some(Command::Emulator(args)) => emulator(args).await,
         };
@@ -48,6 +49,14 @@ async fn serve(args: GatewayArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     run_until_signal(gateway, stop).await
+}
+
+/// The settings `serve` would run with, one per line (stdout), or the first
+/// problem (the error log line, exit 1).
+fn check_config(args: &GatewayArgs) -> Result<(), String> {
+    let settings = Config::try_from(args).map_err(|e| e.to_string())?;
+    println!("{settings:#?}");
+    Ok(())
 }
 
 async fn dev(args: DevArgs) -> Result<(), String> {

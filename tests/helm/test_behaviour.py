@@ -851,6 +851,8 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
         ({"tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}, "tls.certManager.enabled needs tls.enabled"),
         ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "tls.certManager.enabled needs tls.certManager.issuerRef.name"),
         ({"tls": {"clientCertificates": True}}, "tls.clientCertificates needs tls.enabled"),
+        ({"gateway": {"retry": {"baseDelay": "2s", "maxDelay": "1s500ms"}}}, "gateway.retry.maxDelay (1s500ms) must not be shorter"),
+        ({"auth": {"serviceAccountTokens": {"jwksRefresh": "9s999ms"}}}, "jwksRefresh (9s999ms) must be at least 10s"),
     ],
 )
 def test_fail_guards(values: dict[str, Any], message: str) -> None:

@@ -262,11 +262,37 @@ replicaCount otherwise.
 {{- end }}
 
 {{/*
+Milliseconds in a duration the schema accepted (humantime units ns to h, as
+in 1m30s), rounded down, so that two durations can be compared.
+*/}}
+{{- define "codepipeline-gateway.milliseconds" -}}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(ns|us|ms|s|m|h)" (toString .) -1 }}
+{{- $n := regexFind "^[0-9]+" . | float64 }}
+{{- $unit := trimPrefix (regexFind "^[0-9]+" .) . }}
+{{- $scale := get (dict "ns" 0.000001 "us" 0.001 "ms" 1.0 "s" 1000.0 "m" 60000.0 "h" 3600000.0) $unit }}
+{{- $total = addf $total (mulf $n $scale) }}
+{{- end }}
+{{- floor $total | int64 }}
+{{- end }}
+
+{{/*
 Guards against values that are each valid but contradict one another. The
 schema checks types and ranges; these check relations between keys.
 */}}
 {{- define "codepipeline-gateway.validate" -}}
 {{- $v := .Values }}
+{{- $retry := $v.gateway.retry }}
+{{- $base := include "codepipeline-gateway.milliseconds" $retry.baseDelay | int64 }}
+{{- $max := include "codepipeline-gateway.milliseconds" $retry.maxDelay | int64 }}
+{{- if lt $max $base }}
+{{- fail (printf "gateway.retry.maxDelay (%s) must not be shorter than gateway.retry.baseDelay (%s); the gateway refuses to start otherwise" $retry.maxDelay $retry.baseDelay) }}
+{{- end }}
+{{- with $v.auth.serviceAccountTokens }}
+{{- if and .enabled (lt (include "codepipeline-gateway.milliseconds" .jwksRefresh | int64) 10000) }}
+{{- fail (printf "auth.serviceAccountTokens.jwksRefresh (%s) must be at least 10s; the gateway refuses to start otherwise" .jwksRefresh) }}
+{{- end }}
+{{- end }}
 {{- $shutdown := include "codepipeline-gateway.shutdownSeconds" . | int }}
 {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
 {{- if le ($v.terminationGracePeriodSeconds | int) $shutdown }}
