@@ -100,6 +100,7 @@ def render_error(values: dict[str, Any]) -> str:
 
 _SERVICEMONITOR_SCHEMA = json.loads((HERE / "servicemonitor-v1.schema.json").read_text())
 _PROMETHEUSRULE_SCHEMA = json.loads((HERE / "prometheusrule-v1.schema.json").read_text())
+_PODMONITOR_SCHEMA = json.loads((HERE / "podmonitor-v1.schema.json").read_text())
 _CERTIFICATE_SCHEMA = json.loads((HERE / "certificate-v1.schema.json").read_text())
 
 
@@ -111,7 +112,11 @@ def validate_manifest(doc: dict[str, Any], kube_version: str) -> None:
     schemas next to this file.
     """
     if doc["apiVersion"] == "monitoring.coreos.com/v1":
-        schema = _PROMETHEUSRULE_SCHEMA if doc["kind"] == "PrometheusRule" else _SERVICEMONITOR_SCHEMA
+        schema = {
+            "PrometheusRule": _PROMETHEUSRULE_SCHEMA,
+            "PodMonitor": _PODMONITOR_SCHEMA,
+            "ServiceMonitor": _SERVICEMONITOR_SCHEMA,
+        }[doc["kind"]]
         jsonschema.Draft202012Validator(schema).validate(doc)
         return
     if doc["apiVersion"] == "cert-manager.io/v1":

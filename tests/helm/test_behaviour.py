@@ -287,7 +287,7 @@ def selectors(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
             out.append(spec["selector"])
         elif kind == "NetworkPolicy":
             out.append(spec["podSelector"]["matchLabels"])
-        elif kind == "ServiceMonitor":
+        elif kind in ("ServiceMonitor", "PodMonitor"):
             out.append(spec["selector"]["matchLabels"])
     pod = pod_spec(docs)
     for constraint in pod.get("topologySpreadConstraints", []):

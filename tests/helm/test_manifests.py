@@ -35,6 +35,15 @@ SERVICE_MONITOR = {
 
 CLIENT_TOKENS = {"enabled": True, "existingSecret": "partner-client-tokens"}
 
+CONVENTIONS = {
+    "global": {"imageRegistry": "mirror.example.com:5000/hub"},
+    "commonAnnotations": {"team": "platform", "example.com/owner": "ci"},
+    "extraVolumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}}],
+    "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+    "initContainers": [{"name": "wait", "image": "busybox:1.37", "command": ["true"]}],
+    "sidecars": [{"name": "proxy", "image": "envoyproxy/envoy:v1.36.0", "args": ["--log-level", "info"]}],
+}
+
 PROMETHEUS_RULE = {
     "enabled": True,
     "labels": {"release": "kube-prometheus-stack"},
@@ -93,6 +102,8 @@ def scenarios() -> dict[str, tuple[dict[str, Any], list[str]]]:
         "servicemonitor": ({"serviceMonitor": SERVICE_MONITOR}, sorted(base + ["ServiceMonitor"])),
         "prometheusrule": ({"prometheusRule": PROMETHEUS_RULE}, sorted(base + ["PrometheusRule"])),
         "dashboard": ({"grafanaDashboard": {"enabled": True}}, sorted(base + ["ConfigMap"])),
+        "podmonitor": ({"podMonitor": {**SERVICE_MONITOR}}, sorted(base + ["PodMonitor"])),
+        "conventions": (CONVENTIONS, base),
         "headless": ({"service": {"headless": {"enabled": True}}}, sorted(base + ["Service"])),
         # A volume from the operator's Secret; the chart renders no Secret.
         "client-tokens": ({"clientTokens": CLIENT_TOKENS}, base),

@@ -54,6 +54,19 @@ app.kubernetes.io/part-of: codepipeline-gateway
 {{- end }}
 
 {{/*
+The annotations of one resource: commonAnnotations, then the resource's own
+(which win). Renders nothing when both are empty.
+Call: include "codepipeline-gateway.annotations" (dict "root" . "own" .Values.x.annotations)
+*/}}
+{{- define "codepipeline-gateway.annotations" -}}
+{{- $all := merge (deepCopy (.own | default dict)) (.root.Values.commonAnnotations | default dict) }}
+{{- with $all }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 Name of the ServiceAccount to use.
 */}}
 {{- define "codepipeline-gateway.serviceAccountName" -}}
@@ -69,11 +82,29 @@ Image reference: repository@digest when a digest is set, else
 repository:tag with the tag defaulting to the chart's appVersion.
 */}}
 {{- define "codepipeline-gateway.image" -}}
+{{- $registry := .Values.global.imageRegistry | default .Values.image.registry }}
+{{- $repository := ternary (printf "%s/%s" $registry .Values.image.repository) .Values.image.repository (ne $registry "") }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The test pod's image; global.imageRegistry (a mirror for every image) applies
+to it too, replacing the registry its repository names.
+*/}}
+{{- define "codepipeline-gateway.testImage" -}}
+{{- $repository := .Values.tests.image.repository }}
+{{- with .Values.global.imageRegistry }}
+{{- $parts := splitList "/" $repository }}
+{{- if and (gt (len $parts) 1) (or (contains "." (first $parts)) (contains ":" (first $parts)) (eq (first $parts) "localhost")) }}
+{{- $repository = join "/" (rest $parts) }}
+{{- end }}
+{{- $repository = printf "%s/%s" . $repository }}
+{{- end }}
+{{- printf "%s:%s" $repository .Values.tests.image.tag }}
 {{- end }}
 
 {{/*
@@ -282,6 +313,9 @@ schema checks types and ranges; these check relations between keys.
 */}}
 {{- define "codepipeline-gateway.validate" -}}
 {{- $v := .Values }}
+{{- if and $v.serviceMonitor.enabled $v.podMonitor.enabled }}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled: choose one, or Prometheus scrapes every pod twice" }}
+{{- end }}
 {{- $retry := $v.gateway.retry }}
 {{- $base := include "codepipeline-gateway.milliseconds" $retry.baseDelay | int64 }}
 {{- $max := include "codepipeline-gateway.milliseconds" $retry.maxDelay | int64 }}
