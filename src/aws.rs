@@ -19,6 +19,7 @@ use aws_sdk_codepipeline::{
 };
 use aws_smithy_types::retry::RetryConfig;
 use tokio::{sync::Semaphore, time::Instant};
+use tracing::Instrument;
 
 use crate::{
     call::{AwsErrorDetails, Call, CallError, CallSuccess, ErrorKind},
@@ -212,9 +213,12 @@ impl Forwarder {
         };
         let by_attempt_timeout = Instant::now() + self.attempt_timeout;
         let limit = by_attempt_timeout.min(call.deadline);
-        call.progress.attempt_sent();
+        let attempt = call.progress.attempt_sent();
+        let span = crate::traces::attempt_span(O::ID.name(), attempt);
         let sent = O::send(&self.client, &call.request);
-        let result = tokio::time::timeout_at(limit, sent).await;
+        let result = tokio::time::timeout_at(limit, sent)
+            .instrument(span.clone())
+            .await;
         let result = match result {
             Ok(answer) => answer.map(|answer| CallSuccess {
                 aws_request_id: answer.request_id,
@@ -244,6 +248,21 @@ impl Forwarder {
             .attempt_ended(result.as_ref().is_err_and(|e| e.outcome_unknown));
         self.metrics
             .record_attempt(O::ID.name(), result.as_ref().err().map(|e| e.kind));
+        if !span.is_disabled() {
+            let kind = result.as_ref().err().map(|e| e.kind);
+            span.record("aws.outcome", crate::metrics::attempt_outcome(kind));
+            span.record(
+                "otel.status_code",
+                if kind.is_none() { "ok" } else { "error" },
+            );
+            let request_id = match &result {
+                Ok(success) => success.aws_request_id.as_deref(),
+                Err(error) => error.aws.as_ref().and_then(|a| a.request_id.as_deref()),
+            };
+            if let Some(request_id) = request_id {
+                span.record("aws.request_id", request_id);
+            }
+        }
         self.identity.observe(Verdict::of(&result)).await;
         // This attempt started: the retry layer counts it.
         result.map_err(|mut error| {

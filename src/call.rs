@@ -9,7 +9,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -58,12 +58,14 @@ impl<O: Operation> Clone for Call<O> {
 pub struct Progress {
     in_flight: AtomicBool,
     unknown_outcome: AtomicBool,
+    sent: AtomicU32,
 }
 
 impl Progress {
-    /// An attempt's bytes are about to go out.
-    pub fn attempt_sent(&self) {
+    /// An attempt's bytes are about to go out; returns its number (from 1).
+    pub fn attempt_sent(&self) -> u32 {
         self.in_flight.store(true, Ordering::Release);
+        self.sent.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The attempt ended; `outcome_unknown` if AWS may have applied it anyway.

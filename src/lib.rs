@@ -42,5 +42,6 @@ mod run;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod traces;
 pub mod validation;
 pub mod watched_file;

@@ -10,8 +10,14 @@
 
 use std::io::{BufWriter, IsTerminal};
 
+use tracing::Level;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::{EnvFilter, filter::Directive, fmt, prelude::*};
+use tracing_subscriber::{
+    EnvFilter,
+    filter::{Directive, Targets},
+    fmt,
+    prelude::*,
+};
 
 use crate::cli::LogFormat;
 
@@ -50,28 +56,61 @@ fn colour_wanted() -> bool {
 /// Lines queued for the writer thread before callers wait.
 const QUEUED_LINES: usize = 16_384;
 
-/// Installs the global subscriber; logs go to stderr. Keep the guard until
-/// the process ends: dropping it writes out what is queued.
-#[must_use = "dropping the guard stops the log writer"]
-pub fn init(format: LogFormat) -> WorkerGuard {
+/// What must live as long as the process: the log writer and, when the
+/// `OTEL_*` variables ask for traces, their exporter. Dropping it writes out
+/// what is queued and exports the last spans.
+pub struct Guards {
+    _log_writer: WorkerGuard,
+    _traces: Option<crate::traces::Traces>,
+}
+
+/// Installs the global subscriber: logs to stderr, and OpenTelemetry spans
+/// when configured. Each has its own filter: log lines never show the trace
+/// spans, and the trace layer sees nothing else.
+pub fn init(format: LogFormat) -> Result<Guards, String> {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("log-writer")
         .finish(BufWriter::new(std::io::stderr()));
-    let registry = tracing_subscriber::registry().with(filter());
-    match format {
-        LogFormat::Text => registry
-            .with(
-                fmt::layer()
-                    .with_writer(writer)
-                    .with_target(false)
-                    .with_ansi(colour_wanted()),
-            )
-            .init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_writer(writer))
-            .init(),
-    }
-    guard
+    let log_filter = filter().add_directive(
+        format!("{}=off", crate::traces::TARGET)
+            .parse()
+            .expect("valid directive"),
+    );
+    let logs = match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(writer)
+            .with_target(false)
+            .with_ansi(colour_wanted())
+            .with_filter(log_filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .with_filter(log_filter)
+            .boxed(),
+    };
+    // A list, not an Option: an absent Option layer would enable every
+    // callsite, and each call would then build a span nobody reads.
+    let mut layers = vec![logs];
+    let traces = match crate::traces::from_environment()? {
+        Some((tracer, traces)) => {
+            let only_trace_spans = Targets::new().with_target(crate::traces::TARGET, Level::INFO);
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(only_trace_spans)
+                    .boxed(),
+            );
+            Some(traces)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(layers).init();
+    Ok(Guards {
+        _log_writer: guard,
+        _traces: traces,
+    })
 }

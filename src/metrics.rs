@@ -423,7 +423,7 @@ const ATTEMPT_OUTCOMES: &[&str] = &[
 /// The `outcome` label of an attempt that reached AWS (or was cut off on its
 /// way): few values, so alerts can tell "our callers' mistakes" from "AWS is
 /// throttling" from "the gateway's identity is refused".
-fn attempt_outcome(error: Option<ErrorKind>) -> &'static str {
+pub fn attempt_outcome(error: Option<ErrorKind>) -> &'static str {
     use ErrorKind::*;
     match error {
         None => "ok",

@@ -20,8 +20,15 @@ impl Cli {
             Some(Command::Dev(args)) => args.gateway.log_format,
             Some(Command::Emulator(args)) => args.log_format,
         };
-        // Held to the end, so that the last lines (an error) are written.
-        let _log_writer = logging::init(format);
+        // Held to the end, so that the last lines (an error) and spans are
+        // written.
+        let _guards = match logging::init(format) {
+            Ok(guards) => guards,
+            Err(message) => {
+                eprintln!("{message}");
+                return ExitCode::FAILURE;
+            }
+        };
         let outcome = match self.command {
             None => serve(self.serve).await,
             Some(Command::Serve(args)) => serve(args).await,
@@ -33,7 +40,7 @@ impl Cli {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 // Once, in the log's own format; the writer is flushed when
-                // `_log_writer` drops, before the process exits.
+                // `_guards` drops, before the process exits.
                 tracing::error!("{message}");
                 ExitCode::FAILURE
             }

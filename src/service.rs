@@ -10,6 +10,7 @@ use tokio::{
     time::Instant,
 };
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use aws_sdk_codepipeline::types::ActionTypeId;
 
@@ -25,9 +26,13 @@ use crate::{
     metrics::{Metrics, code_name},
     operation::{Delivery, Operation, Resolve, Subject},
     operations as op,
-    proto::v1::{self, job_worker_service_server::JobWorkerService},
+    proto::{
+        JOB_WORKER_SERVICE_NAME,
+        v1::{self, job_worker_service_server::JobWorkerService},
+    },
     replay::{Deliveries, Fingerprint},
     retry::{RetrySettings, suggested_retry_delay},
+    traces,
     validation::Checker,
 };
 
@@ -94,12 +99,34 @@ impl JobWorker {
         }
     }
 
-    /// One call of any operation: authenticate, validate, authorize, fill in
-    /// what the gateway knows, forward, learn from the answer, log one line,
-    /// audit what changed state, and record metrics.
+    /// One call of any operation, in its trace span (a child of the
+    /// worker's, when it sent `traceparent`).
     async fn handle<O: Operation>(
         &self,
         request: Request<O::Request>,
+    ) -> Result<Response<O::Response>, Status> {
+        let span = traces::server_span(JOB_WORKER_SERVICE_NAME, O::ID.name(), request.metadata());
+        let result = self
+            .handle_in_span::<O>(request, &span)
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+            span.record("rpc.grpc.status_code", code as i64);
+            if code != Code::Ok {
+                span.record("otel.status_code", "error");
+            }
+        }
+        result
+    }
+
+    /// Authenticate, validate, authorize, fill in what the gateway knows,
+    /// forward, learn from the answer, log one line, audit what changed
+    /// state, and record metrics.
+    async fn handle_in_span<O: Operation>(
+        &self,
+        request: Request<O::Request>,
+        span: &tracing::Span,
     ) -> Result<Response<O::Response>, Status> {
         // The deadline counts from the headers, not from the decoded body.
         let arrived = request
@@ -131,6 +158,9 @@ impl JobWorker {
         };
         let _counted = self.metrics.call_admitted();
         let outcome = self.decide::<O>(request, deadline, &mut record).await;
+        if let Some(job_id) = &record.job_id {
+            span.record("job_id", job_id.as_str());
+        }
         self.finished(&record, arrived, &outcome);
         if O::VERB.changes_state() {
             audit(&record, &outcome);

@@ -146,3 +146,19 @@ def test_chart_readme_is_generated_from_values_and_chart() -> None:
     spec.loader.exec_module(module)
     readme = (CHART_DIR / "README.md").read_text()
     assert readme == module.generate(readme), "stale: run .venv-helm/bin/python scripts/chart-readme.py"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "port"),
+    [("http://otel-collector.monitoring.svc:4317", 4317), ("https://otlp.example.com", 443)],
+)
+def test_tracing_sets_the_otel_variables_and_opens_the_collectors_port(endpoint: str, port: int) -> None:
+    docs = render({"tracing": {"otlpEndpoint": endpoint, "serviceName": "gw-eu"}})
+    data = find(docs, "ConfigMap", FULLNAME)["data"]
+    assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert data["OTEL_SERVICE_NAME"] == "gw-eu"
+    egress = find(docs, "NetworkPolicy")["spec"]["egress"]
+    assert {"ports": [{"port": port, "protocol": "TCP"}]} in egress
+    default = render({})
+    assert not [k for k in find(default, "ConfigMap", FULLNAME)["data"] if k.startswith("OTEL_")]
+    assert "OTEL" not in str(find(default, "NetworkPolicy"))

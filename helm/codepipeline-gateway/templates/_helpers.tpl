@@ -147,6 +147,12 @@ AWS_REGION: {{ . | quote }}
 {{- with .Values.aws.endpointUrl }}
 AWS_ENDPOINT_URL: {{ . | quote }}
 {{- end }}
+{{- with .Values.tracing.otlpEndpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+{{- with .Values.tracing.serviceName }}
+OTEL_SERVICE_NAME: {{ . | quote }}
+{{- end }}
 {{- if .Values.clientTokens.enabled }}
 CPGW_CLIENT_TOKENS_FILE: {{ printf "%s/%s" (include "codepipeline-gateway.clientTokensDir" .) .Values.clientTokens.key | quote }}
 CPGW_CLIENT_TOKENS_RELOAD: {{ .Values.clientTokens.reloadInterval | quote }}
