@@ -6,7 +6,9 @@
 #      HTTP -> emulator), all on loopback.
 #   2. The Helm chart, rendered by Helm's own engine and checked against the
 #      Kubernetes schemas (scripts/test-helm.sh; makes its own virtualenv).
-#   3. The example workers and grpcurl recipes, if present
+#   3. cargo deny against deny.toml and the advisory snapshot in supply-chain/
+#      (scripts/supply-chain.sh; installs a pinned cargo-deny when missing).
+#   4. The example workers and grpcurl recipes, if present
 #      (scripts/test-examples.sh; makes its own virtualenv and runs npm ci).
 #
 # Needs: a Rust toolchain, python3 and Node.js with npm. Nothing else is
@@ -19,6 +21,9 @@ cargo test --workspace --locked
 
 echo "==> Helm chart tests"
 bash scripts/test-helm.sh
+
+echo "==> supply chain: cargo deny (licences, bans, sources, advisories)"
+bash scripts/supply-chain.sh
 
 if [ -f scripts/test-examples.sh ]; then
   echo "==> example workers and grpcurl recipes"
