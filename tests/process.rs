@@ -2,59 +2,20 @@
 //! shutdown on SIGTERM (a delay while NOT_SERVING, then a drain of the calls
 //! in flight), and logs that keep secrets out.
 
-use std::{process::Stdio, time::Duration};
+mod common;
+
+use std::time::Duration;
+
+use common::{SERVE_ON_LOOPBACK, gateway_command, started};
 
 use codepipeline_emulator::NewJob;
-use codepipeline_emulator::{
-    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, Fault,
-    FaultKind,
-};
+use codepipeline_emulator::{DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, Fault, FaultKind};
 use codepipeline_gateway::proto::v1::{
     ActionCategory, ActionOwner, ActionTypeId, ExecutionDetails, GetJobDetailsRequest,
     PollForJobsRequest, PutJobSuccessResultRequest, PutThirdPartyJobSuccessResultRequest,
     job_worker_service_client::JobWorkerServiceClient,
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::mpsc,
-};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_codepipeline-gateway");
-
-/// The gateway binary pointed at `emulator` through the standard AWS variables.
-fn gateway_command(emulator: &Emulator, args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
-        .env("AWS_REGION", DEV_REGION)
-        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        // These tests are about other things; authentication has its own.
-        .env("CPGW_ALLOW_UNAUTHENTICATED", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-/// `serve` on loopback ports (any free ones), logging JSON lines.
-const SERVE_ON_LOOPBACK: &[&str] = &[
-    "serve",
-    "--listen",
-    "127.0.0.1:0",
-    "--admin-listen",
-    "127.0.0.1:0",
-    "--log-format",
-    "json",
-];
+use tokio::{process::Child, sync::mpsc};
 
 /// The gateway on loopback ports, logging JSON at trace level (so that a
 /// secret logged anywhere would show), with `extra` flags.
@@ -71,41 +32,6 @@ async fn traced_gateway(
         .unwrap();
     let (addr, lines) = started(&mut child).await;
     (child, addr, lines)
-}
-
-/// Collects every stderr line; returns the gRPC address once it is logged.
-async fn started(child: &mut Child) -> (String, mpsc::UnboundedReceiver<String>) {
-    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (all_tx, all_rx) = mpsc::unbounded_channel();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines_rx.recv().await {
-            all_tx.send(line.clone()).unwrap();
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = json["grpc_addr"].as_str()
-            {
-                return addr.to_owned();
-            }
-        }
-        panic!("the gateway exited before listening")
-    })
-    .await
-    .expect("the gateway starts within 30s");
-    tokio::spawn(async move {
-        while let Some(line) = lines_rx.recv().await {
-            if all_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (addr, all_rx)
 }
 
 /// Sends SIGTERM, as Kubernetes does, through the shell's `kill` builtin (no

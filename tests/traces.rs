@@ -8,10 +8,9 @@ use std::{
     time::Duration,
 };
 
-use codepipeline_emulator::{
-    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, Fault,
-    FaultKind,
-};
+mod common;
+
+use codepipeline_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
 use codepipeline_gateway::proto::v1::{
     PutJobSuccessResultRequest, job_worker_service_client::JobWorkerServiceClient,
 };
@@ -22,10 +21,6 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{AnyValue, KeyValue, any_value::Value},
     trace::v1::{Span, span::SpanKind},
-};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Command,
 };
 
 /// An OTLP trace collector that keeps every span it is sent.
@@ -85,59 +80,17 @@ async fn a_call_and_its_attempts_are_spans_under_the_workers_trace() {
     tokio::spawn(server);
 
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codepipeline-gateway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--shutdown-delay",
-            "0s",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
-        .env("AWS_REGION", DEV_REGION)
-        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("CPGW_ALLOW_UNAUTHENTICATED", "true")
+    let mut args = common::SERVE_ON_LOOPBACK.to_vec();
+    args.extend(["--shutdown-delay", "0s"]);
+    let mut child = common::gateway_command(&emulator, &args)
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://{collector_addr}"),
         )
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(addr) = json["grpc_addr"].as_str() {
-                return addr.to_owned();
-            }
-        }
-        panic!("the gateway exited before listening")
-    })
-    .await
-    .unwrap();
-    // Log lines keep flowing (and are checked below for span noise).
-    let logged = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            all.push(line);
-        }
-        all
-    });
+    let (addr, mut lines) = common::started(&mut child).await;
 
     // The first attempt meets a 503; the retry succeeds.
     let job = emulator.create_custom_job();
@@ -220,7 +173,10 @@ async fn a_call_and_its_attempts_are_spans_under_the_workers_trace() {
         }
     }
     child.kill().await.unwrap();
-    let logged = logged.await.unwrap();
+    let mut logged = Vec::new();
+    while let Some(line) = lines.recv().await {
+        logged.push(line);
+    }
     assert!(
         logged.iter().any(|l| l.contains("call finished")),
         "{logged:?}"

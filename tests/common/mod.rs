@@ -5,7 +5,9 @@
 
 use std::{num::NonZeroU32, time::Duration};
 
-use codepipeline_emulator::{Emulator, EmulatorConfig, RecordedRequest};
+use codepipeline_emulator::{
+    DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY, Emulator, EmulatorConfig, RecordedRequest,
+};
 use codepipeline_gateway::{
     aws,
     config::{AccessSettings, Config},
@@ -18,6 +20,7 @@ use codepipeline_gateway::{
     retry::RetrySettings,
     server::Gateway,
 };
+use tokio::io::AsyncBufReadExt;
 use tonic::transport::Channel;
 
 pub const CUSTOM_JOB_ID_SHAPE: &str = "00000000-0000-4000-8000-000000000000";
@@ -246,4 +249,79 @@ pub async fn until_received(emulator: &Emulator, operation: &str, count: usize) 
     })
     .await
     .expect("the requests reach the emulator");
+}
+
+// --- the gateway binary as a process ----------------------------------------
+
+const BINARY: &str = env!("CARGO_BIN_EXE_codepipeline-gateway");
+
+/// The gateway binary pointed at `emulator` through the standard AWS variables.
+pub fn gateway_command(emulator: &Emulator, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", emulator.endpoint_url())
+        .env("AWS_REGION", DEV_REGION)
+        .env("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        // These tests are about other things; authentication has its own.
+        .env("CPGW_ALLOW_UNAUTHENTICATED", "true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// `serve` on loopback ports (any free ones), logging JSON lines.
+pub const SERVE_ON_LOOPBACK: &[&str] = &[
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--log-format",
+    "json",
+];
+
+/// Collects every stderr line; returns the gRPC address once it is logged.
+pub async fn started(
+    child: &mut tokio::process::Child,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (all_tx, all_rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines_rx.recv().await {
+            all_tx.send(line.clone()).unwrap();
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = json["grpc_addr"].as_str()
+            {
+                return addr.to_owned();
+            }
+        }
+        panic!("the gateway exited before listening")
+    })
+    .await
+    .expect("the gateway starts within 30s");
+    tokio::spawn(async move {
+        while let Some(line) = lines_rx.recv().await {
+            if all_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (addr, all_rx)
 }
