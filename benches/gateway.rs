@@ -405,7 +405,7 @@ impl Path {
 
 const GATEWAY_FLAGS: &[&str] = &[
     "--rate-limit-rps",
-    "1000000",
+    "10000",
     "--rate-limit-burst",
     "1000000",
     "--rate-limit-adaptive",

@@ -279,7 +279,7 @@ async fn main() {
         &emulator,
         &[
             "--rate-limit-rps",
-            "100000",
+            "10000",
             "--rate-limit-burst",
             "100000",
             "--attempt-timeout",

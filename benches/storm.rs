@@ -77,12 +77,7 @@ async fn main() {
     let job = emulator.create_custom_job();
     let (child, addr) = common::start_gateway(
         &emulator,
-        &[
-            "--rate-limit-rps",
-            "1000000",
-            "--rate-limit-burst",
-            "1000000",
-        ],
+        &["--rate-limit-rps", "10000", "--rate-limit-burst", "1000000"],
     )
     .await;
     let pid = child.id().expect("running");
