@@ -37,4 +37,9 @@ if [ "$age_days" -gt 90 ]; then
   echo "supply-chain: WARNING: the advisory snapshot is over 90 days old; refresh it (supply-chain/README.md)" >&2
 fi
 
+# deny checks every target deny.toml names, so it needs crates (Windows and
+# wasm ones among them) that a Linux build never downloads: fetch them all
+# from crates.io first, since --offline below also keeps cargo metadata off
+# the network.
+cargo fetch --locked --quiet </dev/null
 exec cargo deny --offline --locked check "$@" </dev/null
