@@ -14,10 +14,14 @@
 # 3. Generates the Python worker's stubs from proto/ (not committed).
 # 4. `npm ci` in examples/node-worker from its committed package-lock.json,
 #    and buf (an exact version) in proto for `buf lint`.
-# 5. Runs pytest on tests/examples; the tests start and stop the gateways,
+# 5. Builds the Go worker offline against Debian's Go packages
+#    (scripts/go-worker.sh, which installs them when missing and checks that
+#    the committed stubs in gen/go match the proto).
+# 6. Runs pytest on tests/examples; the tests start and stop the gateways,
 #    the emulator and the workers, and every worker run is bounded.
 #
-# Needs: a Rust toolchain, python3 (3.10+) with venv, Node.js 18+ with npm.
+# Needs: a Rust toolchain, python3 (3.10+) with venv, Node.js 18+ with npm,
+# and Debian's Go packages (installed when missing, as root).
 # Non-interactive; extra arguments go to pytest.
 set -euo pipefail
 
@@ -81,6 +85,9 @@ echo "test-examples: npm ci (examples/node-worker)"
 # macOS or Windows builds cannot satisfy `npm ci` (it lists every platform).
 echo "test-examples: npm install (proto: buf)"
 (cd proto && npm install --no-package-lock --no-audit --no-fund --loglevel=error </dev/null)
+
+echo "test-examples: building the Go worker"
+bash scripts/go-worker.sh </dev/null
 
 echo "test-examples: pytest tests/examples"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/examples "$@" </dev/null

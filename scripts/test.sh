@@ -8,11 +8,13 @@
 #      Kubernetes schemas (scripts/test-helm.sh; makes its own virtualenv).
 #   3. cargo deny against deny.toml and the advisory snapshot in supply-chain/
 #      (scripts/supply-chain.sh; installs a pinned cargo-deny when missing).
-#   4. The example workers and grpcurl recipes, if present
-#      (scripts/test-examples.sh; makes its own virtualenv and runs npm ci).
+#   4. The example workers (Python, Node, Go) and grpcurl recipes, if present
+#      (scripts/test-examples.sh; makes its own virtualenv, runs npm ci, and
+#      installs Debian's Go packages when missing).
 #
 # Needs: a Rust toolchain, python3 and Node.js with npm. Nothing else is
-# assumed: the Python and npm dependencies are pinned and installed locally.
+# assumed: the Python and npm dependencies are pinned and installed locally,
+# the Go ones come from Debian (apt-get, as root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -27,6 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PYTHON_WORKER = REPO / "examples" / "python-worker"
 NODE_WORKER = REPO / "examples" / "node-worker"
+GO_WORKER_BINARY = REPO / "target" / "go-worker" / "go-worker"
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -397,7 +398,14 @@ def node_modules() -> None:
         pytest.fail("examples/node-worker/node_modules is missing: run `npm ci` there first")
 
 
-WORKERS = ["python", "node"]
+@pytest.fixture(scope="session")
+def go_worker() -> Path:
+    if not GO_WORKER_BINARY.is_file():
+        pytest.fail(f"{GO_WORKER_BINARY} is missing: run `bash scripts/go-worker.sh` first")
+    return GO_WORKER_BINARY
+
+
+WORKERS = ["python", "node", "go"]
 
 
 @pytest.fixture(params=WORKERS)
@@ -406,9 +414,11 @@ def worker(request, dev: DevGateway):
     if request.param == "python":
         request.getfixturevalue("python_stubs")
         command = [sys.executable, str(PYTHON_WORKER / "worker.py")]
-    else:
+    elif request.param == "node":
         request.getfixturevalue("node_modules")
         command = ["node", str(NODE_WORKER / "worker.js")]
+    else:
+        command = [str(request.getfixturevalue("go_worker"))]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CPGW_")}
     for name in ("JOB_ID", "PARTNER_JOB_ID", "CLIENT_TOKEN", "CONTINUATION_TOKEN"):

@@ -1,16 +1,17 @@
-"""The code in docs/clients.md runs: its Python and Node snippets for reading
+"""The code in docs/clients.md runs: its Python, Node and Go snippets for reading
 google.rpc error details are executed against `codepipeline-gateway dev`,
 with a round_robin channel to a dns:/// target as the guide shows."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import NODE_WORKER, PYTHON_WORKER, REPO
+from conftest import GO_WORKER_BINARY, NODE_WORKER, PYTHON_WORKER, REPO
 
 GUIDE = (REPO / "docs" / "clients.md").read_text()
 
@@ -90,6 +91,62 @@ def test_node_snippet_reads_the_details(node_modules, dns_target, emulator):
     assert "reason: 'INVALID_REQUEST'" in run.stdout, run.stdout
     assert "type: 'google.rpc.BadRequest'" in run.stdout, run.stdout
     assert "field: 'executionDetails.percentComplete'" in run.stdout, run.stdout
+    assert emulator.requests() == []
+
+
+GO_PROGRAM = """package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/codepipeline-gateway/codepipeline-gateway/gen/go/codepipeline_gateway/v1"
+)
+
+func main() {
+%(dial)s
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	client := pb.NewJobWorkerServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	request := &pb.PutJobSuccessResultRequest{
+		JobId: "not-a-job-id", ExecutionDetails: &pb.ExecutionDetails{PercentComplete: &[]int32{101}[0]},
+	}
+%(details)s
+}
+"""
+
+
+def test_go_snippet_reads_the_details(go_worker, dns_target, emulator, tmp_path):
+    """Built as the Go worker is (scripts/go-worker.sh: GOPATH mode over
+    Debian's packages, the stubs from the GOPATH that script laid out)."""
+    program = tmp_path / "src" / "snippet" / "main.go"
+    program.parent.mkdir(parents=True)
+    dial = snippet("go", "grpc.Dial(").replace(
+        '"dns:///codepipeline-gateway-headless.ci.svc.cluster.local:50051"', f'"{dns_target}"'
+    )
+    program.write_text(GO_PROGRAM % {"dial": dial, "details": snippet("go", "st.Details()")})
+    work = GO_WORKER_BINARY.parent
+    env = dict(
+        os.environ, GO111MODULE="off", GOFLAGS="", CGO_ENABLED="0", GOCACHE=str(work / "cache"),
+        GOPATH=os.pathsep.join([str(tmp_path), str(work / "gopath"), "/usr/share/gocode"]),
+    )  # fmt: skip
+    run = subprocess.run(
+        ["go", "run", "."], cwd=program.parent, env=env,
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "InvalidArgument INVALID_REQUEST map[attempts:0]" in run.stdout, run.stdout
+    for violation in EXPECTED_VIOLATIONS:
+        assert violation in run.stdout, run.stdout
     assert emulator.requests() == []
 
 
