@@ -236,3 +236,65 @@ fn socket_address(value: &str) -> Result<SocketAddr, String> {
         )
     })
 }
+
+impl Cli {
+    /// Parses `argv` as [`Parser::parse`] does, except that an invalid value
+    /// taken from a `CPGW_*` variable is said to come from that variable:
+    /// clap names only the flag, and under the Helm chart (which sets
+    /// variables, not flags) the flag is nowhere to be seen.
+    pub fn parse_naming_variables(argv: Vec<std::ffi::OsString>) -> Cli {
+        Cli::try_parse_from(&argv).unwrap_or_else(|error| {
+            let Some(variable) = variable_behind(&error, &argv) else {
+                error.exit()
+            };
+            let rendered = error.render().to_string();
+            let (first, rest) = rendered.split_once('\n').unwrap_or((&rendered, ""));
+            eprint!(
+                "{first}\n  (the value comes from the environment variable {variable})\n{rest}"
+            );
+            std::process::exit(error.exit_code())
+        })
+    }
+}
+
+/// The environment variable that supplied the value `error` refuses, if the
+/// value came from one rather than from the command line.
+fn variable_behind(error: &clap::Error, argv: &[std::ffi::OsString]) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    // "--retry-base-delay <RETRY_BASE_DELAY>" -> "retry-base-delay"
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let on_command_line = argv.iter().any(|a| {
+        a.to_str()
+            .and_then(|a| a.strip_prefix("--"))
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    if on_command_line {
+        return None;
+    }
+    let command = Cli::command();
+    let mut commands = vec![&command];
+    while let Some(command) = commands.pop() {
+        commands.extend(command.get_subcommands());
+        for argument in command.get_arguments() {
+            // Subcommands share long names (--listen); the variable that is
+            // set tells which one was meant.
+            let variable = argument.get_env().and_then(|v| v.to_str());
+            if let (Some(true), Some(variable)) = (argument.get_long().map(|l| l == long), variable)
+                && std::env::var_os(variable).is_some()
+            {
+                return Some(variable.to_owned());
+            }
+        }
+    }
+    None
+}

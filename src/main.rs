@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use codepipeline_gateway::cli::Cli;
 
 /// jemalloc hands freed pages back to the system (its background thread purges
@@ -17,5 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> ExitCode {
     // Purge freed memory in the background, not only when allocating again.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
-    Cli::parse().run().await
+    Cli::parse_naming_variables(std::env::args_os().collect())
+        .run()
+        .await
 }

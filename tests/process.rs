@@ -369,6 +369,36 @@ async fn bad_configuration_stops_start_up_naming_the_setting_once_in_plain_text(
 }
 
 #[tokio::test]
+async fn an_unparsable_value_names_the_variable_it_came_from() {
+    // Under the chart, settings arrive as CPGW_* variables: an error naming
+    // only the flag would send the operator looking for a flag nobody set.
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let from_env = gateway_command(&emulator, &["check-config"])
+        .env("CPGW_RETRY_BASE_DELAY", "soon")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&from_env.stderr);
+    assert_eq!(from_env.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'--retry-base-delay"), "{stderr}");
+    assert_eq!(
+        stderr.matches("CPGW_RETRY_BASE_DELAY").count(),
+        1,
+        "{stderr}"
+    );
+
+    // On the command line the flag is the whole story.
+    let from_flag = gateway_command(&emulator, &["check-config", "--retry-base-delay=soon"])
+        .env("CPGW_RETRY_BASE_DELAY", "soon")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&from_flag.stderr);
+    assert_eq!(from_flag.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("CPGW_RETRY_BASE_DELAY"), "{stderr}");
+}
+
+#[tokio::test]
 async fn serve_without_aws_credentials_fails_at_start_naming_the_chain() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let started = std::time::Instant::now();
