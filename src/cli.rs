@@ -220,6 +220,11 @@ pub struct EmulatorArgs {
     /// (ThrottlingException). Off when unset.
     #[arg(long, env = "CPGW_EMULATOR_QUOTA_PER_SECOND")]
     pub quota_per_second: Option<f64>,
+    /// How long a job handed out by a poll waits for its acknowledgement before the next poll
+    /// offers it again, with a new nonce (CodePipeline does not document this; the emulator's
+    /// assumption).
+    #[arg(long, env = "CPGW_EMULATOR_ACKNOWLEDGE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub acknowledge_timeout: Duration,
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "CPGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

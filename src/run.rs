@@ -104,9 +104,17 @@ async fn dev(args: DevArgs) -> Result<(), String> {
 }
 
 async fn emulator(args: EmulatorArgs) -> Result<(), String> {
+    if args.acknowledge_timeout.is_zero() {
+        return Err(
+            "invalid --acknowledge-timeout (CPGW_EMULATOR_ACKNOWLEDGE_TIMEOUT): must be longer \
+             than 0s"
+                .to_owned(),
+        );
+    }
     let stop = StopSignals::install()?;
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.listen,
+        acknowledge_timeout: args.acknowledge_timeout,
         ..EmulatorConfig::default()
     })
     .await

@@ -369,6 +369,25 @@ async fn bad_configuration_stops_start_up_naming_the_setting_once_in_plain_text(
 }
 
 #[tokio::test]
+async fn the_emulators_acknowledge_timeout_must_be_a_positive_duration() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    for (value, needle) in [
+        ("0s", "must be longer than 0s"),
+        ("soon", "CPGW_EMULATOR_ACKNOWLEDGE_TIMEOUT"),
+    ] {
+        let output = gateway_command(&emulator, &["emulator", "--listen", "127.0.0.1:0"])
+            .env("CPGW_EMULATOR_ACKNOWLEDGE_TIMEOUT", value)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{value}: {stderr}");
+        assert!(stderr.contains("acknowledge-timeout"), "{value}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn an_unparsable_value_names_the_variable_it_came_from() {
     // Under the chart, settings arrive as CPGW_* variables: an error naming
     // only the flag would send the operator looking for a flag nobody set.

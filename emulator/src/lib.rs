@@ -90,7 +90,14 @@
 //! result `Failed`. Results are accepted for `Queued`, `Dispatched` and
 //! `InProgress` jobs, so a job can be completed without polling it; results
 //! for `Succeeded` / `Failed` jobs are rejected with `InvalidJobStateException`.
-//! Dispatched jobs are never handed out again (no dispatch timeouts).
+//! A `Dispatched` job that is not acknowledged within
+//! [`EmulatorConfig::acknowledge_timeout`] (30 s by default) is handed out
+//! again by the next poll that asks for its action type, with a new nonce:
+//! the earlier nonce is then refused (`InvalidNonceException`), so only one
+//! worker ever acknowledges it. CodePipeline's documentation does not say
+//! what becomes of an unacknowledged job; re-offering it after a timeout is
+//! the emulator's assumption, and [`JobSnapshot::dispatches`] counts the
+//! hand-outs.
 //!
 //! **Continuations.** A success result with `continuationToken` closes the
 //! job, as CodePipeline does (`Succeeded`; a further result answers
@@ -109,7 +116,7 @@
 //!
 //! | Operation | Answer | Errors |
 //! |---|---|---|
-//! | `PollForJobs {actionTypeId, maxBatchSize?, queryParam?}` | `{"jobs": [{"id", "data", "nonce", "accountId"}]}`: up to `maxBatchSize` (default 1) `Queued` custom jobs of exactly that action type whose configuration has `queryParam`'s key with that value, oldest first; they become `Dispatched` with a fresh nonce. No match → `{"jobs": []}` | owner not `Custom` → `ValidationException` (the emulator's choice); unregistered type → `ActionTypeNotFoundException` |
+//! | `PollForJobs {actionTypeId, maxBatchSize?, queryParam?}` | `{"jobs": [{"id", "data", "nonce", "accountId"}]}`: up to `maxBatchSize` (default 1) `Queued` custom jobs of exactly that action type whose configuration has `queryParam`'s key with that value, oldest first; they become `Dispatched` with a fresh nonce. `Dispatched` jobs whose acknowledgement is overdue count as `Queued`. No match → `{"jobs": []}` | owner not `Custom` → `ValidationException` (the emulator's choice); unregistered type → `ActionTypeNotFoundException` |
 //! | `PollForThirdPartyJobs {actionTypeId, maxBatchSize?}` | `{"jobs": [{"clientId", "jobId"}]}`, same selection for partner jobs; they become `Dispatched` with a fresh nonce | owner not `ThirdParty` → `ValidationException`; unregistered → `ActionTypeNotFoundException` |
 //! | `AcknowledgeJob {jobId, nonce}` | `{"status": "InProgress"}`; the job becomes `InProgress` | unknown or other kind → `JobNotFoundException`; job not `Dispatched` (never polled, already acknowledged — e.g. a retried acknowledgement — or finished) or wrong nonce → `InvalidNonceException` |
 //! | `AcknowledgeThirdPartyJob {jobId, nonce, clientToken}` | as `AcknowledgeJob` | unknown or other kind → `JobNotFoundException`; wrong token → `InvalidClientTokenException`; then as `AcknowledgeJob` |
@@ -124,9 +131,9 @@
 //!
 //! No pipelines, stages, actions, artifacts in S3, or executions: jobs exist
 //! only because they were created through the control or Rust API, and their
-//! pipeline context and artifact locations are made up. No job or dispatch
-//! timeouts (a dispatched job that is never acknowledged stays `Dispatched`),
-//! no heartbeats, no IAM (any request signed with the configured key is
+//! pipeline context and artifact locations are made up. No job timeouts
+//! (an acknowledged job that is never reported stays `InProgress`), no
+//! heartbeats, no IAM (any request signed with the configured key is
 //! allowed), a single account and region, no presigned (query-string) SigV4,
 //! no `x-amz-content-sha256` handling beyond signing it as a header, no real
 //! throttling (only injected), no HTTP/2 or TLS. Error messages are
@@ -158,10 +165,11 @@
 //! provider and version patterns).
 //!
 //! A job is `{"jobId", "kind", "state", "resultsReceived", "continuationToken",
-//! "actionTypeId", "nonce", "failure", "continuationOf", "data"}` plus
+//! "actionTypeId", "nonce", "dispatches", "failure", "continuationOf", "data"}` plus
 //! `"clientId"` and `"clientToken"` for third-party jobs. `state` is one of
 //! `Queued`, `Dispatched`, `InProgress`, `Succeeded`, `Failed`; `nonce` is the
-//! latest dispatch's nonce (`null` until polled); `failure` is `null` or
+//! latest dispatch's nonce (`null` until polled); `dispatches` counts the
+//! polls that handed the job out; `failure` is `null` or
 //! `{"type", "message", "externalExecutionId"}`; `continuationOf` is `null` or
 //! the id of the job this one continues; `data` is the job data exactly as
 //! `PollForJobs` / `GetJobDetails` return it. For faults,
@@ -184,6 +192,7 @@ mod state;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use faults::{Fault, FaultKind};
 pub use recording::RecordedRequest;
@@ -209,7 +218,15 @@ pub struct EmulatorConfig {
     pub secret_access_key: String,
     /// The region requests must be scoped to.
     pub region: String,
+    /// How long a job handed out by a poll waits for its acknowledgement
+    /// before a later poll hands it out again, with a new nonce (the old
+    /// one is then refused). CodePipeline does not document this; re-offering
+    /// after a timeout is the emulator's assumption, and 30 s its default.
+    pub acknowledge_timeout: Duration,
 }
+
+/// [`EmulatorConfig::acknowledge_timeout`]'s default.
+pub const DEFAULT_ACKNOWLEDGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for EmulatorConfig {
     /// `127.0.0.1:0` with the `DEV_*` credentials and region.
@@ -219,6 +236,7 @@ impl Default for EmulatorConfig {
             access_key_id: DEV_ACCESS_KEY_ID.to_owned(),
             secret_access_key: DEV_SECRET_ACCESS_KEY.to_owned(),
             region: DEV_REGION.to_owned(),
+            acknowledge_timeout: DEFAULT_ACKNOWLEDGE_TIMEOUT,
         }
     }
 }

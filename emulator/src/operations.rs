@@ -6,6 +6,7 @@
 //! semantics; [`dispatch`] checks every output against the model.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -253,11 +254,17 @@ fn poll_for_jobs(jobs: &mut JobStore, input: PollForJobsInput) -> Result<Value, 
     let action_type_id = pollable_action_type(jobs, input.action_type_id, JobKind::Custom)?;
     let max = batch_size(input.max_batch_size);
     let query = input.query_param.unwrap_or_default();
-    let dispatched = jobs.dispatch(JobKind::Custom, &action_type_id, max, |job| {
-        query
-            .iter()
-            .all(|(k, v)| job.data.action_configuration.configuration.get(k) == Some(v))
-    });
+    let dispatched = jobs.dispatch(
+        JobKind::Custom,
+        &action_type_id,
+        max,
+        Instant::now(),
+        |job| {
+            query
+                .iter()
+                .all(|(k, v)| job.data.action_configuration.configuration.get(k) == Some(v))
+        },
+    );
     let list: Vec<Value> = dispatched
         .into_iter()
         .map(|job| {
@@ -278,7 +285,13 @@ fn poll_for_third_party_jobs(
 ) -> Result<Value, AwsError> {
     let action_type_id = pollable_action_type(jobs, input.action_type_id, JobKind::ThirdParty)?;
     let max = batch_size(input.max_batch_size);
-    let dispatched = jobs.dispatch(JobKind::ThirdParty, &action_type_id, max, |_| true);
+    let dispatched = jobs.dispatch(
+        JobKind::ThirdParty,
+        &action_type_id,
+        max,
+        Instant::now(),
+        |_| true,
+    );
     let list: Vec<Value> = dispatched
         .into_iter()
         .map(|job| json!({ "clientId": job.client_id, "jobId": job.id }))

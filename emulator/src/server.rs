@@ -43,7 +43,7 @@ pub(crate) async fn start(config: EmulatorConfig) -> io::Result<Arc<Shared>> {
     let local_addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let world = World {
-        jobs: JobStore::new(&config.region),
+        jobs: JobStore::new(&config.region, config.acknowledge_timeout),
         ..World::default()
     };
     let shared = Arc::new(Shared::new(config, local_addr, world, stop));

@@ -2,6 +2,7 @@
 //! their job data, and their lifecycle.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -203,6 +204,9 @@ pub struct JobSnapshot {
     pub action_type_id: ActionTypeId,
     /// The nonce of the job's dispatch, once a poll handed it out.
     pub nonce: Option<String>,
+    /// How many polls handed the job out: more than one when its
+    /// acknowledgement was overdue and a later poll offered it again.
+    pub dispatches: u32,
     /// The failure details, once a failure result was received.
     pub failure: Option<FailureSnapshot>,
     /// For a continuation job: the id of the job whose continuation result created it.
@@ -301,6 +305,9 @@ pub(crate) struct Job {
     pub results_received: u32,
     pub continuation_token: Option<String>,
     pub nonce: Option<String>,
+    /// When the latest poll handed the job out.
+    pub dispatched_at: Option<Instant>,
+    pub dispatches: u32,
     pub failure: Option<FailureSnapshot>,
     pub continuation_of: Option<String>,
     pub data: JobData,
@@ -316,6 +323,7 @@ impl Job {
             continuation_token: self.continuation_token.clone(),
             action_type_id: self.data.action_type_id.clone(),
             nonce: self.nonce.clone(),
+            dispatches: self.dispatches,
             failure: self.failure.clone(),
             continuation_of: self.continuation_of.clone(),
         }
@@ -340,6 +348,7 @@ impl Job {
 /// Registered action types and all jobs, in creation order.
 pub(crate) struct JobStore {
     region: String,
+    acknowledge_timeout: Duration,
     action_types: Vec<ActionTypeId>,
     jobs: Vec<Job>,
     index: HashMap<String, usize>,
@@ -347,15 +356,17 @@ pub(crate) struct JobStore {
 
 impl Default for JobStore {
     fn default() -> Self {
-        JobStore::new(crate::DEV_REGION)
+        JobStore::new(crate::DEV_REGION, crate::DEFAULT_ACKNOWLEDGE_TIMEOUT)
     }
 }
 
 impl JobStore {
-    /// An empty store for `region` with the two default action types registered.
-    pub fn new(region: &str) -> JobStore {
+    /// An empty store for `region` with the two default action types
+    /// registered, re-offering jobs not acknowledged within `acknowledge_timeout`.
+    pub fn new(region: &str, acknowledge_timeout: Duration) -> JobStore {
         JobStore {
             region: region.to_owned(),
+            acknowledge_timeout,
             action_types: vec![
                 ActionTypeId::default_custom(),
                 ActionTypeId::default_third_party(),
@@ -429,6 +440,8 @@ impl JobStore {
             results_received: 0,
             continuation_token: None,
             nonce: None,
+            dispatched_at: None,
+            dispatches: 0,
             failure: None,
             continuation_of: None,
             data,
@@ -455,6 +468,8 @@ impl JobStore {
             results_received: 0,
             continuation_token: None,
             nonce: None,
+            dispatched_at: None,
+            dispatches: 0,
             failure: None,
             continuation_of: Some(original.id.clone()),
             data,
@@ -487,22 +502,33 @@ impl JobStore {
         &self.action_types
     }
 
-    /// Hands out up to `max` `Queued` jobs of `kind` and exactly `action_type_id`,
-    /// oldest first, that satisfy `filter`: each becomes `Dispatched` with a fresh nonce.
+    /// Hands out up to `max` jobs of `kind` and exactly `action_type_id`,
+    /// oldest first, that satisfy `filter` and are `Queued`, or `Dispatched`
+    /// with the acknowledgement overdue at `now`: each becomes `Dispatched`
+    /// with a fresh nonce, so an earlier nonce no longer acknowledges it.
     pub fn dispatch(
         &mut self,
         kind: JobKind,
         action_type_id: &ActionTypeId,
         max: usize,
+        now: Instant,
         filter: impl Fn(&Job) -> bool,
     ) -> Vec<&Job> {
+        let timeout = self.acknowledge_timeout;
+        let available = |job: &Job| match job.state {
+            JobState::Queued => true,
+            JobState::Dispatched => job
+                .dispatched_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= timeout),
+            _ => false,
+        };
         let picked: Vec<usize> = self
             .jobs
             .iter()
             .enumerate()
             .filter(|(_, j)| {
                 j.kind == kind
-                    && j.state == JobState::Queued
+                    && available(j)
                     && j.data.action_type_id == *action_type_id
                     && filter(j)
             })
@@ -513,6 +539,8 @@ impl JobStore {
             let job = &mut self.jobs[i];
             job.state = JobState::Dispatched;
             job.nonce = Some(uuid::Uuid::new_v4().to_string());
+            job.dispatched_at = Some(now);
+            job.dispatches += 1;
         }
         picked.into_iter().map(|i| &self.jobs[i]).collect()
     }
@@ -656,8 +684,35 @@ mod tests {
     }
 
     #[test]
+    fn an_unacknowledged_job_is_offered_again_after_the_timeout_with_a_new_nonce() {
+        let mut store = JobStore::new(crate::DEV_REGION, Duration::from_secs(30));
+        let job = store.create(JobKind::Custom).job_id;
+        let custom = ActionTypeId::default_custom();
+        let start = Instant::now();
+        let poll = |store: &mut JobStore, at: Instant| -> Vec<(String, String)> {
+            store
+                .dispatch(JobKind::Custom, &custom, 10, at, |_| true)
+                .into_iter()
+                .map(|j| (j.id.clone(), j.nonce.clone().unwrap()))
+                .collect()
+        };
+        let first = poll(&mut store, start);
+        assert_eq!(first.len(), 1);
+        // Within the timeout: nobody else gets it.
+        assert!(poll(&mut store, start + Duration::from_millis(29_999)).is_empty());
+        let second = poll(&mut store, start + Duration::from_secs(30));
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0, job);
+        assert_ne!(second[0].1, first[0].1, "a re-offered job has a new nonce");
+        assert_eq!(store.get(&job).unwrap().snapshot().dispatches, 2);
+        // Acknowledged jobs are never re-offered, however long they run.
+        store.get_mut(&job).unwrap().state = JobState::InProgress;
+        assert!(poll(&mut store, start + Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
     fn job_data_passes_the_models_own_validation() {
-        let mut store = JobStore::new("eu-west-1");
+        let mut store = JobStore::new("eu-west-1", crate::DEFAULT_ACKNOWLEDGE_TIMEOUT);
         let job = store
             .create_job(NewJob {
                 kind: JobKind::ThirdParty,

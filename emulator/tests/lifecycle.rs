@@ -4,13 +4,14 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use aws_sdk_codepipeline::Client;
 use aws_sdk_codepipeline::types::{
     ActionCategory, ActionOwner, FailureDetails, FailureType, JobStatus,
 };
 use codepipeline_emulator::{
-    ACCOUNT_ID, ActionTypeId, Emulator, FailureSnapshot, JobKind, JobState, NewJob,
+    ACCOUNT_ID, ActionTypeId, Emulator, EmulatorConfig, FailureSnapshot, JobKind, JobState, NewJob,
 };
 use common::{client, code, emulator};
 use serde_json::{Value, json};
@@ -576,6 +577,57 @@ async fn acknowledge_job_rules() {
     let err = ack(&job.job_id, &nonce).await.unwrap_err();
     assert_eq!(code(&err), "InvalidNonceException");
     assert_eq!(state(&emu, &job.job_id), JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn an_unacknowledged_job_is_offered_again_and_only_the_new_nonce_claims_it() {
+    let emu = Emulator::start(EmulatorConfig {
+        acknowledge_timeout: Duration::from_millis(300),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&emu);
+    let custom = ActionTypeId::default_custom();
+    let job = emu.create_custom_job();
+    let partner = emu.create_third_party_job();
+    let partner_type = ActionTypeId::default_third_party();
+
+    let first = poll(&c, &custom, None).await;
+    assert_eq!(ids(&first), vec![job.job_id.clone()]);
+    assert_eq!(poll_partner(&c, &partner_type, None).await.len(), 1);
+    // Before the timeout, no other worker gets them.
+    assert!(poll(&c, &custom, None).await.is_empty());
+    assert!(poll_partner(&c, &partner_type, None).await.is_empty());
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let second = poll(&c, &custom, None).await;
+    assert_eq!(ids(&second), vec![job.job_id.clone()]);
+    let (old, new) = (first[0].nonce().unwrap(), second[0].nonce().unwrap());
+    assert_ne!(old, new);
+    assert_eq!(emu.job(&job.job_id).unwrap().dispatches, 2);
+    assert_eq!(poll_partner(&c, &partner_type, None).await.len(), 1);
+    assert_eq!(emu.job(&partner.job_id).unwrap().dispatches, 2);
+
+    // The first poller's nonce is stale: only the second claims the job.
+    let err = c
+        .acknowledge_job()
+        .job_id(&job.job_id)
+        .nonce(old)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "InvalidNonceException");
+    c.acknowledge_job()
+        .job_id(&job.job_id)
+        .nonce(new)
+        .send()
+        .await
+        .expect("the latest nonce acknowledges");
+    // Acknowledged: never offered again, however long it runs.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(poll(&c, &custom, Some(10)).await.is_empty());
+    assert_eq!(state(&emu, &job.job_id), JobState::InProgress);
 }
 
 #[tokio::test]
