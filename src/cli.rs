@@ -293,8 +293,8 @@ fn variable_behind(error: &clap::Error, argv: &[std::ffi::OsString]) -> Option<S
         for argument in command.get_arguments() {
             // Subcommands share long names (--listen); the variable that is
             // set tells which one was meant.
-            let variable = argument.get_env().and_then(|v| v.to_str());
-            if let (Some(true), Some(variable)) = (argument.get_long().map(|l| l == long), variable)
+            if argument.get_long() == Some(long)
+                && let Some(variable) = argument.get_env().and_then(|v| v.to_str())
                 && std::env::var_os(variable).is_some()
             {
                 return Some(variable.to_owned());

@@ -301,10 +301,11 @@ func (w *worker) claim(polled polledJob) (job workJob, claimed bool, err error) 
 }
 
 func (w *worker) sendResult(job workJob, r result) (string, error) {
-	runID := "go-worker-" + job.data.GetPipelineContext().GetAction().GetActionExecutionId()
-	if runID == "go-worker-" {
-		runID += job.id
+	executionID := job.data.GetPipelineContext().GetAction().GetActionExecutionId()
+	if executionID == "" {
+		executionID = job.id
 	}
+	runID := "go-worker-" + executionID
 	var label, kept string
 	var send func(ctx context.Context, opts ...grpc.CallOption) (response, error)
 	switch r := r.(type) {
