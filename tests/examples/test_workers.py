@@ -11,6 +11,8 @@ import re
 import time
 import uuid
 
+import pytest
+
 OK_LINE = re.compile(
     r"^(?P<operation>\w+) (?P<job_id>\S+)(?: (?P<phase>continuation|final))?: ok"
     r" awsRequestId=(?P<request_id>\S+) attempts=(?P<attempts>\d+)$"
@@ -124,6 +126,29 @@ def test_worker_takes_its_settings_from_the_environment(worker, emulator):
     assert [(r["operation"], r["status"]) for r in emulator.requests()] == [
         ("PutThirdPartyJobSuccessResult", 200)
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--max-attempts", "0"], "--max-attempts must be at least 1"),
+        (["--partner-job-id", "{job}"], "--partner-job-id needs --client-token"),
+        (["--tls-cert-file", "worker.pem"], "--tls-cert-file and --tls-key-file go together"),
+        (["--poll", "custom", "--max-batch-size", "0"], "--max-batch-size must be at least 1"),
+        (["--poll", "custom", "--job-id", "{job}"], "leave out --job-id"),
+    ],
+)
+def test_bad_usage_exits_2_naming_the_flag_and_sends_nothing(worker, emulator, args, needle):
+    job = emulator.create_job("custom")
+    args = [a.format(job=job["jobId"]) for a in args]
+    if "--poll" not in args and "--partner-job-id" not in args:
+        args = ["--job-id", job["jobId"], *args]
+
+    run = worker(*args)
+
+    assert run.returncode == 2, run.output
+    assert needle in run.stderr, run.output
+    assert emulator.requests() == []
 
 
 def test_validation_error_reaches_the_worker_with_field_violations(worker, emulator):
@@ -299,22 +324,30 @@ def test_the_identical_report_again_is_a_replay_that_never_reaches_aws(worker, e
     assert emulator.job(job["jobId"])["resultsReceived"] == 1
 
 
-def test_deadline_exceeded_is_retried_and_the_job_is_reported_once(worker, emulator):
+def test_deadline_exceeded_is_retried_and_the_job_is_reported_once(
+    worker, serve_gateway, standalone_emulator
+):
     # AWS takes 1.5 s over the first attempt; the worker's deadline is 0.5 s.
     # The gateway answers DEADLINE_EXCEEDED (outcome unknown) before the
     # worker's own timer fires, the worker tries again, and the job ends up
     # with exactly one applied result whichever attempt lands.
+    # A gateway of its own: the dev gateway's adaptive rate limit, slowed by
+    # the throttling tests just before, could refuse a 0.5 s attempt before
+    # it reached AWS (RATE_LIMITED), and this test is about the deadline.
+    gateway = serve_gateway({})
+    emulator = standalone_emulator.control
+    emulator.clear_faults()
     job = emulator.create_job("custom")
     emulator.inject(operation="PutJobSuccessResult", kind="delay", delayMs=1500, times=1)
 
-    run = worker("--job-id", job["jobId"], "--continuation-token", "phase=finish", "--deadline", "0.5")
+    run = worker(
+        "--job-id", job["jobId"], "--continuation-token", "phase=finish", "--deadline", "0.5",
+        target=gateway.grpc_target,
+    )  # fmt: skip
 
     assert run.returncode == 0, run.output
-    # Any attempt: the adaptive rate limit may still be slowed by an earlier
-    # test's throttling, and refuse an attempt (RATE_LIMITED, before AWS)
-    # that could not start within 0.5 s.
     assert re.search(
-        rf"PutJobSuccessResult {job['jobId']} final: DEADLINE_EXCEEDED on attempt [1-3] of 4",
+        rf"PutJobSuccessResult {job['jobId']} final: DEADLINE_EXCEEDED on attempt 1 of 4",
         run.stderr,
     ), run.output
     assert re.search(
