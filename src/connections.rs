@@ -211,12 +211,14 @@ where
 {
     let started = Instant::now();
     let activity = Arc::new(Activity::new(started));
+    let (going_away, going_away_signal) = watch::channel(false);
     let service = ConnectionService {
         routes,
         certificates,
         activity: activity.clone(),
         request_arrival_timeout: limits.request_arrival_timeout,
         metrics: metrics.clone(),
+        going_away: ConnectionGoingAway(going_away_signal),
     };
     let io = TokioIo::new(SpeaksHttp2 {
         inner: io,
@@ -257,10 +259,12 @@ where
             }
             () = stopped_now(&mut stop), if draining.is_none() => {
                 connection.as_mut().graceful_shutdown();
+                let _ = going_away.send(true);
                 draining = Some(Closed::Shutdown);
             }
             _ = tokio::time::sleep_until(age_limit), if draining.is_none() => {
                 connection.as_mut().graceful_shutdown();
+                let _ = going_away.send(true);
                 draining = Some(Closed::MaxAge);
             }
             _ = tokio::time::sleep_until(handshake_check) => {
@@ -275,6 +279,7 @@ where
                     && activity.idle_since() + idle <= Instant::now()
                 {
                     connection.as_mut().graceful_shutdown();
+                    let _ = going_away.send(true);
                     draining = Some(Closed::Idle);
                 }
             }
@@ -394,7 +399,14 @@ struct ConnectionService {
     activity: Arc<Activity>,
     request_arrival_timeout: Duration,
     metrics: Arc<Metrics>,
+    going_away: ConnectionGoingAway,
 }
+
+/// Turns true once the connection has sent its GOAWAY (shutdown, maximum
+/// age, idle): a call that would otherwise never end, a subscription, ends
+/// then, so that the connection can close and its client reconnects.
+#[derive(Clone)]
+pub struct ConnectionGoingAway(pub watch::Receiver<bool>);
 
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
@@ -409,9 +421,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let arrived = Instant::now();
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(HeadersArrived(arrived));
+        parts.extensions.insert(self.going_away.clone());
         if let Some(certificates) = &self.certificates {
             parts.extensions.insert(certificates.clone());
         }
+        let method = rpc_metrics::for_path(parts.uri.path());
         let body = ArrivalLimited {
             inner: body,
             limit: self.request_arrival_timeout,
@@ -419,17 +433,28 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
                 arrived + self.request_arrival_timeout,
             )),
             finished: false,
+            // A client-streaming call's body stays open while the call
+            // lives: only its start is bounded here.
+            first_frame_only: method.client_streams(),
             metrics: self.metrics.clone(),
         };
-        let method = rpc_metrics::for_path(parts.uri.path());
         self.metrics.record_started(method);
         let request = http::Request::from_parts(parts, body);
         let routes = self.routes.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let response = routes.oneshot(request).await;
-            drop(open);
-            response.map(|response| rpc_metrics::observe(response, method, arrived, &metrics))
+            // The call stays open until its answer's last frame (a stream's
+            // trailers), not just its headers: an idle check must not close
+            // a connection that serves a long stream.
+            response.map(|response| {
+                rpc_metrics::observe(response, method, arrived, &metrics).map(|body| {
+                    tonic::body::Body::new(HeldOpen {
+                        inner: body,
+                        _open: open,
+                    })
+                })
+            })
         })
     }
 }
@@ -442,6 +467,8 @@ struct ArrivalLimited {
     limit: Duration,
     timer: Pin<Box<Sleep>>,
     finished: bool,
+    /// Only the first frame must arrive in time (client-streaming calls).
+    first_frame_only: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -461,7 +488,7 @@ impl Body for ArrivalLimited {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => {
-                if this.inner.is_end_stream() {
+                if this.inner.is_end_stream() || this.first_frame_only {
                     this.finished = true;
                 }
                 Poll::Ready(Some(frame.map_err(Into::into)))
@@ -477,6 +504,32 @@ impl Body for ArrivalLimited {
                 }
             },
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its call counted as open until it ends.
+struct HeldOpen {
+    inner: tonic::body::Body,
+    _open: StreamOpen,
+}
+
+impl Body for HeldOpen {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

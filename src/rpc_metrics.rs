@@ -127,6 +127,14 @@ pub struct RpcMethod {
     pub kind: &'static str,
 }
 
+impl RpcMethod {
+    /// Whether the client sends a stream of messages (its request body stays
+    /// open while the call lives).
+    pub fn client_streams(&self) -> bool {
+        matches!(self.kind, "client_stream" | "bidi_stream")
+    }
+}
+
 /// What a path that names no method of this server is counted as.
 pub const UNKNOWN: RpcMethod = RpcMethod {
     service: "unknown",
