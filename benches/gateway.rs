@@ -158,6 +158,16 @@ macro_rules! answering_at_once {
             $(async fn $method(&self, _: Request<v1::$request>) -> Result<Response<v1::$response>, Status> {
                 Ok(Response::new(v1::$response::default()))
             })+
+
+            // Subscriptions are not measured here: refused at once.
+            type SubscribeJobsStream = tokio_stream::Empty<Result<v1::SubscribeJobsResponse, Status>>;
+            async fn subscribe_jobs(&self, _: Request<tonic::Streaming<v1::SubscribeJobsRequest>>) -> Result<Response<Self::SubscribeJobsStream>, Status> {
+                Err(Status::unimplemented("not measured"))
+            }
+            type SubscribeThirdPartyJobsStream = tokio_stream::Empty<Result<v1::SubscribeThirdPartyJobsResponse, Status>>;
+            async fn subscribe_third_party_jobs(&self, _: Request<tonic::Streaming<v1::SubscribeThirdPartyJobsRequest>>) -> Result<Response<Self::SubscribeThirdPartyJobsStream>, Status> {
+                Err(Status::unimplemented("not measured"))
+            }
         }
     };
 }

@@ -15,6 +15,7 @@ use aws_sdk_codepipeline::types::ActionTypeId;
 
 use crate::{
     auth::{Authenticator, Caller, Unauthenticated},
+    connections::ClientCertificates,
     memory::JobMemory,
     operation::Verb,
     policy::PolicyFile,
@@ -83,6 +84,16 @@ impl Access {
             policy,
             job_types: JobMemory::new(REMEMBERED_JOB_TYPES),
         }
+    }
+
+    /// Who sends `request`: its connection's client certificates, else its
+    /// bearer token; refused as a [`Refusal::Unauthenticated`].
+    pub async fn caller_of<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Refusal> {
+        let certificates = request.extensions().get::<ClientCertificates>();
+        self.authenticator
+            .authenticate(certificates.map(|c| c.0.as_slice()), request.metadata())
+            .await
+            .map_err(Refusal::Unauthenticated)
     }
 
     /// Whether calls are decided by a policy (and so need the job's action type).

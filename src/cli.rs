@@ -100,6 +100,11 @@ pub struct GatewayArgs {
     /// RESOURCE_EXHAUSTED (reason OVERLOADED) and RetryInfo (load shedding).
     #[arg(long, env = "CPGW_MAX_CALLS_IN_FLIGHT", default_value_t = 1000)]
     pub max_calls_in_flight: u32,
+    /// Job subscriptions (SubscribeJobs, SubscribeThirdPartyJobs) open at once in the process,
+    /// counted apart from calls in flight; beyond it a subscription is refused with
+    /// RESOURCE_EXHAUSTED (reason OVERLOADED).
+    #[arg(long, env = "CPGW_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    pub max_subscriptions: u32,
     /// AWS attempts in flight at once, process-wide, and so the most connections to AWS; further
     /// attempts wait (within their deadline).
     #[arg(long, env = "CPGW_UPSTREAM_CONCURRENCY", default_value_t = 64)]

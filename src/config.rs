@@ -27,6 +27,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Calls in flight in the process before new ones are shed.
     pub max_calls_in_flight: usize,
+    /// Job subscriptions open at once in the process.
+    pub max_subscriptions: usize,
     /// AWS attempts in flight at once (and so connections to AWS).
     pub upstream_concurrency: usize,
     /// Serving on while health reports NOT_SERVING, before the drain.
@@ -145,6 +147,7 @@ impl TryFrom<&GatewayArgs> for Config {
             max_connection_age,
             max_concurrent_streams,
             max_calls_in_flight,
+            max_subscriptions,
             upstream_concurrency,
             request_arrival_timeout,
             handshake_timeout,
@@ -347,6 +350,11 @@ impl TryFrom<&GatewayArgs> for Config {
                 max_calls_in_flight,
             ),
             (
+                "max-subscriptions",
+                "CPGW_MAX_SUBSCRIPTIONS",
+                max_subscriptions,
+            ),
+            (
                 "upstream-concurrency",
                 "CPGW_UPSTREAM_CONCURRENCY",
                 upstream_concurrency,
@@ -415,6 +423,7 @@ impl TryFrom<&GatewayArgs> for Config {
                 max_pending_reset_streams: max_pending_reset_streams as usize,
             },
             max_calls_in_flight: max_calls_in_flight as usize,
+            max_subscriptions: max_subscriptions as usize,
             upstream_concurrency: upstream_concurrency as usize,
             shutdown_delay,
             shutdown_grace,

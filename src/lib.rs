@@ -9,7 +9,9 @@
 //! AWS attempt through `aws-sdk-codepipeline` ([`aws`]). Failures become gRPC
 //! statuses in one place ([`error`]). [`server`] wires it all up with health,
 //! reflection, metrics ([`metrics`], [`admin`]) and graceful shutdown, from the
-//! validated [`config`].
+//! validated [`config`]. [`subscriptions`] pushes jobs to workers over streams,
+//! polling through the same forwarding stack for all of an action type's
+//! subscribers.
 
 pub mod access;
 pub mod admin;
@@ -41,6 +43,7 @@ pub mod rpc_metrics;
 mod run;
 pub mod server;
 pub mod service;
+pub mod subscriptions;
 pub mod tls;
 pub mod traces;
 pub mod validation;

@@ -88,6 +88,31 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedOutcomeLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// Every `kind` label of a subscription: custom or partner jobs.
+pub const FEED_KINDS: &[&str] = &["custom", "partner"];
+
+/// Every `outcome` of a subscription's poll.
+pub const FEED_POLL_OUTCOMES: &[&str] = &["jobs", "empty", "error"];
+
+/// Every `outcome` of a job a subscription's poll returned.
+pub const FEED_JOB_OUTCOMES: &[&str] = &[
+    "delivered",
+    "returned",
+    "no_subscriber",
+    "held_by_subscriber",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -112,6 +137,9 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     job_type_lookups: Family<MethodLabels, Counter>,
     aws_attempts: Family<AttemptLabels, Counter>,
+    subscriptions: Family<FeedLabels, Gauge>,
+    feed_polls: Family<FeedOutcomeLabels, Counter>,
+    feed_jobs: Family<FeedOutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -228,8 +256,33 @@ impl Metrics {
             "Calls refused at once because --max-calls-in-flight calls were already in flight",
             shed_calls.clone(),
         );
+        let subscriptions = Family::<FeedLabels, Gauge>::default();
+        ours.register(
+            "subscriptions",
+            "Job subscriptions open now (bounded by --max-subscriptions), by kind: custom, partner",
+            subscriptions.clone(),
+        );
+        let feed_polls = Family::<FeedOutcomeLabels, Counter>::default();
+        ours.register(
+            "subscription_polls",
+            "Polls the gateway made for its subscribers, by kind and outcome: jobs, empty, error",
+            feed_polls.clone(),
+        );
+        let feed_jobs = Family::<FeedOutcomeLabels, Counter>::default();
+        ours.register(
+            "subscription_jobs",
+            "Jobs the subscriptions' polls returned, by kind and outcome: delivered (handed to a \
+             subscriber's stream); returned (taken back from a subscriber that left before they \
+             were sent, for the next one); no_subscriber (none took it within 5s: never \
+             acknowledged, so CodePipeline offers it again); held_by_subscriber (offered again \
+             while the subscriber it went to is still connected, so not delivered twice)",
+            feed_jobs.clone(),
+        );
         let metrics = Metrics {
             registry,
+            subscriptions,
+            feed_polls,
+            feed_jobs,
             started,
             handled,
             handling_seconds,
@@ -290,6 +343,21 @@ impl Metrics {
             drop(self.shed_calls.get_or_create(&labels));
             drop(self.replays.get_or_create(&labels));
             drop(self.job_type_lookups.get_or_create(&labels));
+        }
+        for &kind in FEED_KINDS {
+            drop(self.subscriptions.get_or_create(&FeedLabels { kind }));
+            for &outcome in FEED_POLL_OUTCOMES {
+                drop(
+                    self.feed_polls
+                        .get_or_create(&FeedOutcomeLabels { kind, outcome }),
+                );
+            }
+            for &outcome in FEED_JOB_OUTCOMES {
+                drop(
+                    self.feed_jobs
+                        .get_or_create(&FeedOutcomeLabels { kind, outcome }),
+                );
+            }
         }
         for closed in Closed::ALL {
             drop(self.connections_closed.get_or_create(&ReasonLabels {
@@ -395,6 +463,30 @@ impl Metrics {
             .set(per_second);
     }
 
+    /// Counts an open subscription until the guard drops.
+    pub fn subscription_opened(&self, kind: &'static str) -> OpenSubscription {
+        let gauge = self
+            .subscriptions
+            .get_or_create(&FeedLabels { kind })
+            .clone();
+        gauge.inc();
+        OpenSubscription(gauge)
+    }
+
+    /// Records one poll made for subscribers; `outcome` is one of [`FEED_POLL_OUTCOMES`].
+    pub fn record_feed_poll(&self, kind: &'static str, outcome: &'static str) {
+        self.feed_polls
+            .get_or_create(&FeedOutcomeLabels { kind, outcome })
+            .inc();
+    }
+
+    /// Records what became of polled jobs; `outcome` is one of [`FEED_JOB_OUTCOMES`].
+    pub fn record_feed_jobs(&self, kind: &'static str, outcome: &'static str, jobs: u64) {
+        self.feed_jobs
+            .get_or_create(&FeedOutcomeLabels { kind, outcome })
+            .inc_by(jobs);
+    }
+
     pub fn record_replay(&self, method: &'static str) {
         self.replays.get_or_create(&MethodLabels { method }).inc();
     }
@@ -458,6 +550,15 @@ impl Drop for InFlight {
 
 /// One open connection in the `connections` gauge.
 pub struct OpenConnection(Gauge);
+
+/// An open subscription, counted until dropped.
+pub struct OpenSubscription(Gauge);
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

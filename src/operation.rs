@@ -210,10 +210,11 @@ mod tests {
     use crate::proto::FILE_DESCRIPTOR_SET;
     use prost::Message;
 
-    /// The operations are exactly the proto service's methods, so an RPC added
-    /// to the proto without an operation (or the reverse) fails here.
+    /// The operations are exactly the proto service's unary methods, so an
+    /// RPC added to the proto without an operation (or the reverse) fails
+    /// here; the streaming ones are the subscriptions.
     #[test]
-    fn the_operations_are_the_proto_services_methods() {
+    fn the_operations_are_the_proto_services_unary_methods() {
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
         let service = set
             .file
@@ -221,7 +222,14 @@ mod tests {
             .flat_map(|file| &file.service)
             .find(|service| service.name() == "JobWorkerService")
             .expect("JobWorkerService in the descriptor set");
-        let mut methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        let (streaming, unary): (Vec<_>, Vec<_>) = service
+            .method
+            .iter()
+            .partition(|m| m.client_streaming() || m.server_streaming());
+        let mut methods: Vec<&str> = unary.iter().map(|m| m.name()).collect();
+        let streaming: Vec<&str> = streaming.iter().map(|m| m.name()).collect();
+        use crate::subscriptions::{CustomJobs, Feed, PartnerJobs};
+        assert_eq!(streaming, [CustomJobs::METHOD, PartnerJobs::METHOD]);
         let mut operations: Vec<&str> = OperationId::ALL.iter().map(|o| o.name()).collect();
         methods.sort();
         operations.sort();

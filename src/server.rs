@@ -133,6 +133,8 @@ impl Gateway {
             Bounds {
                 default_deadline: settings.default_deadline,
                 max_calls_in_flight: settings.max_calls_in_flight,
+                max_subscriptions: settings.max_subscriptions,
+                first_message_timeout: settings.connections.request_arrival_timeout,
                 cut_short,
             },
             settings.retry.clone(),

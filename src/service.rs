@@ -9,7 +9,7 @@ use tokio::{
     sync::{Semaphore, watch},
     time::Instant,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use aws_sdk_codepipeline::types::ActionTypeId;
@@ -19,7 +19,7 @@ use crate::{
     auth::Caller,
     call::{Call, CallError, CallSuccess, ErrorKind, Progress},
     client_tokens::{ClientTokens, NeedsToken},
-    connections::{ClientCertificates, HeadersArrived},
+    connections::HeadersArrived,
     deadline::deadline_for,
     error::{call_error_status, invalid_request_status, refusal_status},
     forwarding::ForwardingStack,
@@ -32,6 +32,7 @@ use crate::{
     },
     replay::{Deliveries, Fingerprint},
     retry::{RetrySettings, suggested_retry_delay},
+    subscriptions::{CustomJobs, FeedContext, JobStream, PartnerJobs, Subscriptions},
     traces,
     validation::Checker,
 };
@@ -48,6 +49,7 @@ pub struct JobWorker {
     client_tokens: Option<Arc<ClientTokens>>,
     access: Arc<Access>,
     deliveries: Deliveries,
+    subscriptions: Subscriptions,
 }
 
 /// What a finished call's log line and audit event say about it.
@@ -69,6 +71,10 @@ pub struct Bounds {
     pub default_deadline: Duration,
     /// Calls in flight before new ones are shed.
     pub max_calls_in_flight: usize,
+    /// Subscriptions open at once.
+    pub max_subscriptions: usize,
+    /// How long after its headers a subscription's first message may come.
+    pub first_message_timeout: Duration,
     /// Turns true when the shutdown grace is over: calls still in flight
     /// answer at once.
     pub cut_short: watch::Receiver<bool>,
@@ -86,7 +92,17 @@ impl JobWorker {
         client_tokens: Option<Arc<ClientTokens>>,
         access: Arc<Access>,
     ) -> Self {
+        let subscriptions = Subscriptions::new(FeedContext {
+            stack: stack.clone(),
+            metrics: metrics.clone(),
+            access: access.clone(),
+            client_tokens: client_tokens.clone(),
+            poll_deadline: bounds.default_deadline,
+            first_message_timeout: bounds.first_message_timeout,
+            slots: Arc::new(Semaphore::new(bounds.max_subscriptions)),
+        });
         JobWorker {
+            subscriptions,
             stack,
             metrics,
             default_deadline: bounds.default_deadline,
@@ -200,18 +216,9 @@ impl JobWorker {
             let identity = record.caller.as_ref().map_or("", |c| c.identity.as_str());
             Err((refusal_status(&refusal, record.method, identity), None))
         };
-        let certificates = request.extensions().get::<ClientCertificates>().cloned();
-        let caller = match self
-            .access
-            .authenticator
-            .authenticate(
-                certificates.as_ref().map(|c| c.0.as_slice()),
-                request.metadata(),
-            )
-            .await
-        {
+        let caller = match self.access.caller_of(&request).await {
             Ok(caller) => caller,
-            Err(why) => return refuse(Refusal::Unauthenticated(why), record),
+            Err(refusal) => return refuse(refusal, record),
         };
         record.caller = Some(caller.clone());
         // Acknowledgements and results are remembered once delivered, so an
@@ -452,7 +459,8 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Each RPC is its operation, handled generically.
+/// Each unary RPC is its operation, handled generically; the subscriptions
+/// are their own module's.
 macro_rules! rpcs {
     ($($method:ident: $operation:ident),+ $(,)?) => {
         #[tonic::async_trait]
@@ -465,6 +473,24 @@ macro_rules! rpcs {
                     self.handle::<op::$operation>(request).await
                 }
             )+
+
+            type SubscribeJobsStream = JobStream<CustomJobs>;
+
+            async fn subscribe_jobs(
+                &self,
+                request: Request<Streaming<v1::SubscribeJobsRequest>>,
+            ) -> Result<Response<Self::SubscribeJobsStream>, Status> {
+                self.subscriptions.custom.subscribe(request).await
+            }
+
+            type SubscribeThirdPartyJobsStream = JobStream<PartnerJobs>;
+
+            async fn subscribe_third_party_jobs(
+                &self,
+                request: Request<Streaming<v1::SubscribeThirdPartyJobsRequest>>,
+            ) -> Result<Response<Self::SubscribeThirdPartyJobsStream>, Status> {
+                self.subscriptions.partner.subscribe(request).await
+            }
         }
     };
 }

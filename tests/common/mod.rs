@@ -49,6 +49,7 @@ pub fn settings() -> Config {
             ..defaults.connections
         },
         max_calls_in_flight: defaults.max_calls_in_flight,
+        max_subscriptions: defaults.max_subscriptions,
         upstream_concurrency: defaults.upstream_concurrency,
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(5),

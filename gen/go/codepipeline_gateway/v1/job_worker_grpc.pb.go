@@ -39,6 +39,13 @@ type JobWorkerServiceClient interface {
 	GetThirdPartyJobDetails(ctx context.Context, in *GetThirdPartyJobDetailsRequest, opts ...grpc.CallOption) (*GetThirdPartyJobDetailsResponse, error)
 	// Reports failure for a partner job (AWS PutThirdPartyJobFailureResult).
 	PutThirdPartyJobFailureResult(ctx context.Context, in *PutThirdPartyJobFailureResultRequest, opts ...grpc.CallOption) (*PutThirdPartyJobFailureResultResponse, error)
+	// Jobs of a custom action type, as PollForJobs returns them. The first
+	// message names the action type and the credit; each later message adds
+	// credit as the worker finishes jobs.
+	SubscribeJobs(ctx context.Context, opts ...grpc.CallOption) (JobWorkerService_SubscribeJobsClient, error)
+	// Jobs of a partner action type, as PollForThirdPartyJobs returns them;
+	// the same protocol as SubscribeJobs.
+	SubscribeThirdPartyJobs(ctx context.Context, opts ...grpc.CallOption) (JobWorkerService_SubscribeThirdPartyJobsClient, error)
 }
 
 type jobWorkerServiceClient struct {
@@ -139,6 +146,68 @@ func (c *jobWorkerServiceClient) PutThirdPartyJobFailureResult(ctx context.Conte
 	return out, nil
 }
 
+func (c *jobWorkerServiceClient) SubscribeJobs(ctx context.Context, opts ...grpc.CallOption) (JobWorkerService_SubscribeJobsClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_JobWorkerService_serviceDesc.Streams[0], "/codepipeline_gateway.v1.JobWorkerService/SubscribeJobs", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &jobWorkerServiceSubscribeJobsClient{stream}
+	return x, nil
+}
+
+type JobWorkerService_SubscribeJobsClient interface {
+	Send(*SubscribeJobsRequest) error
+	Recv() (*SubscribeJobsResponse, error)
+	grpc.ClientStream
+}
+
+type jobWorkerServiceSubscribeJobsClient struct {
+	grpc.ClientStream
+}
+
+func (x *jobWorkerServiceSubscribeJobsClient) Send(m *SubscribeJobsRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *jobWorkerServiceSubscribeJobsClient) Recv() (*SubscribeJobsResponse, error) {
+	m := new(SubscribeJobsResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *jobWorkerServiceClient) SubscribeThirdPartyJobs(ctx context.Context, opts ...grpc.CallOption) (JobWorkerService_SubscribeThirdPartyJobsClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_JobWorkerService_serviceDesc.Streams[1], "/codepipeline_gateway.v1.JobWorkerService/SubscribeThirdPartyJobs", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &jobWorkerServiceSubscribeThirdPartyJobsClient{stream}
+	return x, nil
+}
+
+type JobWorkerService_SubscribeThirdPartyJobsClient interface {
+	Send(*SubscribeThirdPartyJobsRequest) error
+	Recv() (*SubscribeThirdPartyJobsResponse, error)
+	grpc.ClientStream
+}
+
+type jobWorkerServiceSubscribeThirdPartyJobsClient struct {
+	grpc.ClientStream
+}
+
+func (x *jobWorkerServiceSubscribeThirdPartyJobsClient) Send(m *SubscribeThirdPartyJobsRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *jobWorkerServiceSubscribeThirdPartyJobsClient) Recv() (*SubscribeThirdPartyJobsResponse, error) {
+	m := new(SubscribeThirdPartyJobsResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // JobWorkerServiceServer is the server API for JobWorkerService service.
 // All implementations must embed UnimplementedJobWorkerServiceServer
 // for forward compatibility
@@ -165,6 +234,13 @@ type JobWorkerServiceServer interface {
 	GetThirdPartyJobDetails(context.Context, *GetThirdPartyJobDetailsRequest) (*GetThirdPartyJobDetailsResponse, error)
 	// Reports failure for a partner job (AWS PutThirdPartyJobFailureResult).
 	PutThirdPartyJobFailureResult(context.Context, *PutThirdPartyJobFailureResultRequest) (*PutThirdPartyJobFailureResultResponse, error)
+	// Jobs of a custom action type, as PollForJobs returns them. The first
+	// message names the action type and the credit; each later message adds
+	// credit as the worker finishes jobs.
+	SubscribeJobs(JobWorkerService_SubscribeJobsServer) error
+	// Jobs of a partner action type, as PollForThirdPartyJobs returns them;
+	// the same protocol as SubscribeJobs.
+	SubscribeThirdPartyJobs(JobWorkerService_SubscribeThirdPartyJobsServer) error
 	mustEmbedUnimplementedJobWorkerServiceServer()
 }
 
@@ -201,6 +277,12 @@ func (UnimplementedJobWorkerServiceServer) GetThirdPartyJobDetails(context.Conte
 }
 func (UnimplementedJobWorkerServiceServer) PutThirdPartyJobFailureResult(context.Context, *PutThirdPartyJobFailureResultRequest) (*PutThirdPartyJobFailureResultResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PutThirdPartyJobFailureResult not implemented")
+}
+func (UnimplementedJobWorkerServiceServer) SubscribeJobs(JobWorkerService_SubscribeJobsServer) error {
+	return status.Errorf(codes.Unimplemented, "method SubscribeJobs not implemented")
+}
+func (UnimplementedJobWorkerServiceServer) SubscribeThirdPartyJobs(JobWorkerService_SubscribeThirdPartyJobsServer) error {
+	return status.Errorf(codes.Unimplemented, "method SubscribeThirdPartyJobs not implemented")
 }
 func (UnimplementedJobWorkerServiceServer) mustEmbedUnimplementedJobWorkerServiceServer() {}
 
@@ -395,6 +477,58 @@ func _JobWorkerService_PutThirdPartyJobFailureResult_Handler(srv interface{}, ct
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobWorkerService_SubscribeJobs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(JobWorkerServiceServer).SubscribeJobs(&jobWorkerServiceSubscribeJobsServer{stream})
+}
+
+type JobWorkerService_SubscribeJobsServer interface {
+	Send(*SubscribeJobsResponse) error
+	Recv() (*SubscribeJobsRequest, error)
+	grpc.ServerStream
+}
+
+type jobWorkerServiceSubscribeJobsServer struct {
+	grpc.ServerStream
+}
+
+func (x *jobWorkerServiceSubscribeJobsServer) Send(m *SubscribeJobsResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *jobWorkerServiceSubscribeJobsServer) Recv() (*SubscribeJobsRequest, error) {
+	m := new(SubscribeJobsRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _JobWorkerService_SubscribeThirdPartyJobs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(JobWorkerServiceServer).SubscribeThirdPartyJobs(&jobWorkerServiceSubscribeThirdPartyJobsServer{stream})
+}
+
+type JobWorkerService_SubscribeThirdPartyJobsServer interface {
+	Send(*SubscribeThirdPartyJobsResponse) error
+	Recv() (*SubscribeThirdPartyJobsRequest, error)
+	grpc.ServerStream
+}
+
+type jobWorkerServiceSubscribeThirdPartyJobsServer struct {
+	grpc.ServerStream
+}
+
+func (x *jobWorkerServiceSubscribeThirdPartyJobsServer) Send(m *SubscribeThirdPartyJobsResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *jobWorkerServiceSubscribeThirdPartyJobsServer) Recv() (*SubscribeThirdPartyJobsRequest, error) {
+	m := new(SubscribeThirdPartyJobsRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 var _JobWorkerService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "codepipeline_gateway.v1.JobWorkerService",
 	HandlerType: (*JobWorkerServiceServer)(nil),
@@ -440,6 +574,19 @@ var _JobWorkerService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _JobWorkerService_PutThirdPartyJobFailureResult_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SubscribeJobs",
+			Handler:       _JobWorkerService_SubscribeJobs_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SubscribeThirdPartyJobs",
+			Handler:       _JobWorkerService_SubscribeThirdPartyJobs_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "codepipeline_gateway/v1/job_worker.proto",
 }
