@@ -53,6 +53,7 @@ def test_default_settings_match_the_binary_defaults() -> None:
         "CPGW_MAX_CONNECTION_AGE": "5m",
         "CPGW_MAX_CONCURRENT_STREAMS": "100",
         "CPGW_MAX_CALLS_IN_FLIGHT": "1000",
+        "CPGW_MAX_SUBSCRIPTIONS": "1000",
         "CPGW_UPSTREAM_CONCURRENCY": "64",
         "CPGW_REQUEST_ARRIVAL_TIMEOUT": "10s",
         "CPGW_HANDSHAKE_TIMEOUT": "10s",
@@ -90,6 +91,7 @@ def test_args_and_env_rendered_from_values() -> None:
             "limits": {
                 "maxConcurrentStreams": 4294967295,
                 "maxCallsInFlight": 50,
+                "maxSubscriptions": 7,
                 "upstreamConcurrency": 8,
                 "requestArrivalTimeout": "2s",
                 "handshakeTimeout": "1m30s",
@@ -125,6 +127,7 @@ def test_args_and_env_rendered_from_values() -> None:
         "CPGW_MAX_CONNECTION_AGE": "90s",
         "CPGW_MAX_CONCURRENT_STREAMS": "4294967295",
         "CPGW_MAX_CALLS_IN_FLIGHT": "50",
+        "CPGW_MAX_SUBSCRIPTIONS": "7",
         "CPGW_UPSTREAM_CONCURRENCY": "8",
         "CPGW_REQUEST_ARRIVAL_TIMEOUT": "2s",
         "CPGW_HANDSHAKE_TIMEOUT": "1m30s",

@@ -66,6 +66,7 @@ CASES: list[tuple[str, str, list[Any]]] = [
     ("gateway.maxConnectionAge", "CPGW_MAX_CONNECTION_AGE", ["0s", "1ms", "24h"]),
     ("gateway.limits.maxConcurrentStreams", "CPGW_MAX_CONCURRENT_STREAMS", [0, 1, 4294967295, 4294967296]),
     ("gateway.limits.maxCallsInFlight", "CPGW_MAX_CALLS_IN_FLIGHT", [0, 1, 4294967295, 4294967296]),
+    ("gateway.limits.maxSubscriptions", "CPGW_MAX_SUBSCRIPTIONS", [0, 1, 4294967295, 4294967296]),
     ("gateway.limits.upstreamConcurrency", "CPGW_UPSTREAM_CONCURRENCY", [0, 1, 4294967295, 4294967296]),
     ("gateway.limits.requestArrivalTimeout", "CPGW_REQUEST_ARRIVAL_TIMEOUT", ["0s", "1ms", "1h"]),
     ("gateway.limits.handshakeTimeout", "CPGW_HANDSHAKE_TIMEOUT", ["0s", "1ms", "1h"]),

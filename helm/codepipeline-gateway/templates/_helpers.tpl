@@ -129,6 +129,7 @@ CPGW_MAX_CONNECTION_AGE: {{ $g.maxConnectionAge | quote }}
 {{- with $g.limits }}
 CPGW_MAX_CONCURRENT_STREAMS: {{ .maxConcurrentStreams | int64 | toString | quote }}
 CPGW_MAX_CALLS_IN_FLIGHT: {{ .maxCallsInFlight | int64 | toString | quote }}
+CPGW_MAX_SUBSCRIPTIONS: {{ .maxSubscriptions | int64 | toString | quote }}
 CPGW_UPSTREAM_CONCURRENCY: {{ .upstreamConcurrency | int64 | toString | quote }}
 CPGW_REQUEST_ARRIVAL_TIMEOUT: {{ .requestArrivalTimeout | quote }}
 CPGW_HANDSHAKE_TIMEOUT: {{ .handshakeTimeout | quote }}
