@@ -78,7 +78,7 @@ func (kv keyValues) Set(text string) error {
 type options struct {
 	target, poll, category, provider, actionVersion string
 	maxJobs, idleTimeout                            optional
-	once, roundRobin                                bool
+	once, roundRobin, subscribe                     bool
 	pollInterval, deadline                          float64
 	maxBatchSize, maxAttempts, percentComplete      int
 	jobID, partnerJobID, clientToken, continuation  string
@@ -130,6 +130,9 @@ func parseFlags(argv []string) (options, pollSettings) {
 	flags.Var(&o.idleTimeout, "idle-timeout", "stop after this many seconds without a job (default: never)")
 	flags.Float64Var(&o.pollInterval, "poll-interval", 1, "seconds between empty polls")
 	flags.IntVar(&o.maxBatchSize, "max-batch-size", 1, "jobs per poll")
+	flags.BoolVar(&o.subscribe, "subscribe", env("CPGW_SUBSCRIBE", "") == "true",
+		"have the gateway push jobs (SubscribeJobs) instead of polling; reconnects with backoff "+
+			"when the subscription ends (env CPGW_SUBSCRIBE=true)")
 
 	flags.StringVar(&o.jobID, "job-id", env("JOB_ID", ""), "custom-action job id (env JOB_ID)")
 	flags.StringVar(&o.partnerJobID, "partner-job-id", env("PARTNER_JOB_ID", ""),
@@ -203,6 +206,12 @@ func parseFlags(argv []string) (options, pollSettings) {
 		o.outputVariables["RESULT"] = "passed"
 	}
 
+	if o.subscribe && o.poll == "" {
+		fail("--subscribe needs --poll custom|partner (the kind of jobs to subscribe to)")
+	}
+	if o.subscribe && o.once {
+		fail("--subscribe and --once do not go together: a subscription waits for jobs")
+	}
 	if o.poll == "" {
 		if o.jobID == "" && o.partnerJobID == "" {
 			fail("give --poll custom|partner, or --job-id and/or --partner-job-id")
@@ -225,6 +234,7 @@ func parseFlags(argv []string) (options, pollSettings) {
 		pollInterval:    time.Duration(o.pollInterval * float64(time.Second)),
 		maxBatchSize:    o.maxBatchSize,
 		once:            o.once,
+		subscribe:       o.subscribe,
 		outputVariables: o.outputVariables,
 	}
 	if o.maxJobs.set {
@@ -314,6 +324,19 @@ func bearerToken(path string) grpc.UnaryClientInterceptor {
 	}
 }
 
+// bearerTokenOnStreams does the same for subscriptions, once per stream.
+func bearerTokenOnStreams(path string) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		token, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading the token file: %w", err)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(token)))
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+}
+
 func transportCredentials(o options) (grpc.DialOption, error) {
 	if o.tlsCAFile == "" {
 		return grpc.WithInsecure(), nil
@@ -353,7 +376,8 @@ func dial(o options) (*grpc.ClientConn, error) {
 		dialOptions = append(dialOptions, grpc.WithAuthority(o.authority))
 	}
 	if o.tokenFile != "" {
-		dialOptions = append(dialOptions, grpc.WithUnaryInterceptor(bearerToken(o.tokenFile)))
+		dialOptions = append(dialOptions, grpc.WithUnaryInterceptor(bearerToken(o.tokenFile)),
+			grpc.WithStreamInterceptor(bearerTokenOnStreams(o.tokenFile)))
 	}
 	return grpc.Dial(o.dialTarget, dialOptions...)
 }
@@ -404,7 +428,11 @@ func main() {
 		}, policy)
 	} else {
 		w := &worker{stub: stub, settings: settings, policy: policy, stopping: stopOnSignal()}
-		status = w.run()
+		if settings.subscribe {
+			status = w.subscribe()
+		} else {
+			status = w.run()
+		}
 	}
 	conn.Close()
 	os.Exit(status)

@@ -97,6 +97,7 @@ type pollSettings struct {
 	hasIdleTimeout  bool
 	pollInterval    time.Duration
 	maxBatchSize    int
+	subscribe       bool
 	outputVariables map[string]string
 }
 
@@ -160,6 +161,11 @@ func (w *worker) run() int {
 			}
 		}
 	}
+	return w.finish(handled)
+}
+
+// finish prints what became of the jobs and returns the exit status.
+func (w *worker) finish(handled int) int {
 	c := w.counts
 	fmt.Printf("done: %d jobs (succeeded %d, continued %d, failed %d, skipped %d, errors %d)\n",
 		handled, c.succeeded, c.continued, c.failed, c.skipped, c.errors)

@@ -157,6 +157,7 @@ const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds 
 // What a repeated call answers when its earlier attempt landed.
 const REPORT_LANDED = 'INVALID_JOB_STATE'; // the job already has this result
 const ACK_LANDED = 'INVALID_NONCE'; // the nonce was already used, by this worker
+const LASTED_MS = 10000; // a subscription that ended after this starts its backoff over
 
 /**
  * Calls `method` until it succeeds or fails for good.
@@ -329,12 +330,115 @@ class Worker {
         this.wake = null;
       }
     }
+    return this.finish(handled);
+  }
+
+  /** Prints what became of the jobs; returns the exit status. */
+  finish(handled) {
     const c = this.counts;
     console.log(
       `done: ${handled} jobs (succeeded ${c.succeeded}, continued ${c.continued},` +
         ` failed ${c.failed}, skipped ${c.skipped}, errors ${c.error})`,
     );
     return c.error ? 1 : 0;
+  }
+
+  /**
+   * Works jobs the gateway pushes (SubscribeJobs / SubscribeThirdPartyJobs)
+   * instead of polling: credit 1 (one job at a time), one more credit after
+   * each job. The gateway ends a subscription with UNAVAILABLE when its
+   * connection closes (its shutdown, maximum connection age): subscribe
+   * again, after a jittered backoff. Resolves to the exit status.
+   */
+  async subscribe() {
+    const s = this.settings;
+    const name = s.mode === 'custom' ? 'SubscribeJobs' : 'SubscribeThirdPartyJobs';
+    let handled = 0;
+    let retries = 0;
+    let lastJob = Date.now();
+    while (!this.stopping && (s.maxJobs === null || handled < s.maxJobs)) {
+      const stream = this.client[name]();
+      const opened = Date.now();
+      const jobs = [];
+      let ended = null; // the error the stream ended with, or 'end'
+      let notify = null;
+      const wakeUp = () => {
+        if (notify) notify();
+      };
+      stream.on('data', (message) => {
+        jobs.push(message.job);
+        wakeUp();
+      });
+      stream.on('error', (error) => {
+        ended = ended || error;
+        wakeUp();
+      });
+      stream.on('end', () => {
+        ended = ended || 'end';
+        wakeUp();
+      });
+      stream.write({ actionTypeId: s.actionTypeId, credit: 1 });
+      console.log(`${name}: subscribed`);
+      this.wake = wakeUp;
+      let outcome = null;
+      while (outcome === null) {
+        if (this.stopping) {
+          outcome = 'stop';
+        } else if (jobs.length) {
+          const job = jobs.shift();
+          retries = 0;
+          console.log(`${name}: job ${s.mode === 'custom' ? job.id : job.jobId}`);
+          this.counts[await this.handle(job)] += 1;
+          handled += 1;
+          lastJob = Date.now();
+          if (s.maxJobs !== null && handled >= s.maxJobs) outcome = 'stop';
+          else if (!ended) stream.write({ credit: 1 });
+        } else if (ended) {
+          outcome = ended;
+        } else {
+          const idleLeft = s.idleTimeout === null ? null : s.idleTimeout * 1000 - (Date.now() - lastJob);
+          if (idleLeft !== null && idleLeft <= 0) {
+            this.stopping = true;
+            continue;
+          }
+          await new Promise((resolve) => {
+            const timer = idleLeft === null ? null : setTimeout(resolve, idleLeft);
+            notify = () => {
+              if (timer) clearTimeout(timer);
+              resolve();
+            };
+          });
+          notify = null;
+        }
+      }
+      this.wake = null;
+      stream.removeAllListeners('error');
+      stream.on('error', () => {}); // the cancellation below
+      stream.cancel();
+      if (outcome === 'stop') break;
+      const error = outcome === 'end' ? null : outcome;
+      const details = error ? decodeDetails(error) : decodeDetails({});
+      if (error && !RETRYABLE.has(error.code)) {
+        process.stderr.write(`${new ReportFailed(name, error.code, error.details, details).describe()}\n`);
+        this.counts.error += 1;
+        break;
+      }
+      // A subscription that lasted (until the connection's maximum age, say)
+      // starts the backoff over.
+      retries = Date.now() - opened >= LASTED_MS ? 1 : retries + 1;
+      const wait = backoffSeconds(this.policy, retries, details);
+      const why = error ? `${CODE_NAMES[error.code]}: ${error.details}` : 'OK';
+      console.log(`${name}: ended: ${why}; subscribing again in ${wait.toFixed(2)}s`);
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, wait * 1000);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+    return this.finish(handled);
   }
 
   async poll(batch) {
@@ -536,6 +640,7 @@ const DEFAULT_ACTION_TYPES = {
 const USAGE = `usage: node worker.js [--target HOST:PORT] --poll custom|partner [--category C]
                       [--provider P] [--action-version V] [--max-jobs N] [--once]
                       [--idle-timeout SECONDS] [--poll-interval SECONDS] [--max-batch-size N]
+                      [--subscribe]
                       [--output-variable KEY=VALUE]... [--deadline SECONDS] [--max-attempts N]
                       [--round-robin] [--authority NAME]
        node worker.js [--target HOST:PORT] [--job-id ID] [--continuation-token TOKEN]
@@ -561,6 +666,8 @@ polling worker:
   --idle-timeout      stop after this many seconds without a job (default: never)
   --poll-interval     seconds between empty polls (default 1)
   --max-batch-size    jobs per poll (default 1)
+  --subscribe         have the gateway push jobs (SubscribeJobs) instead of polling; reconnects
+                      with backoff when the subscription ends (env CPGW_SUBSCRIBE=true)
 
 reporting for given jobs:
   --job-id            custom-action job id (env JOB_ID)
@@ -605,6 +712,7 @@ function parseCommandLine(argv) {
         'action-version': { type: 'string', default: '1' },
         'max-jobs': { type: 'string', default: '' },
         once: { type: 'boolean', default: false },
+        subscribe: { type: 'boolean', default: process.env.CPGW_SUBSCRIBE === 'true' },
         'idle-timeout': { type: 'string', default: '' },
         'poll-interval': { type: 'string', default: '1' },
         'max-batch-size': { type: 'string', default: '1' },
@@ -671,6 +779,12 @@ function parseCommandLine(argv) {
   }
   if (args.tls.certFile && !args.tls.caFile) usageError('--tls-cert-file needs --tls-ca-file');
   if (args.maxAttempts < 1) usageError('--max-attempts must be at least 1');
+  if (values.subscribe && !args.poll) {
+    usageError('--subscribe needs --poll custom|partner (the kind of jobs to subscribe to)');
+  }
+  if (values.subscribe && values.once) {
+    usageError('--subscribe and --once do not go together: a subscription waits for jobs');
+  }
   if (args.poll) {
     if (!(args.poll in DEFAULT_ACTION_TYPES)) usageError(`--poll must be custom or partner, not '${args.poll}'`);
     if (args.jobId || args.partnerJobId) {
@@ -693,6 +807,7 @@ function parseCommandLine(argv) {
       pollInterval: number('poll-interval'),
       maxBatchSize: number('max-batch-size'),
       outputVariables: args.outputVariables,
+      subscribe: values.subscribe,
     };
     if (args.settings.maxJobs !== null && args.settings.maxJobs < 1) usageError('--max-jobs must be at least 1');
     if (args.settings.maxBatchSize < 1) usageError('--max-batch-size must be at least 1');
@@ -753,7 +868,7 @@ async function main(argv) {
         worker.stop();
       });
     }
-    return await worker.run();
+    return await (args.settings.subscribe ? worker.subscribe() : worker.run());
   } finally {
     client.close();
   }

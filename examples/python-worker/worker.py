@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import random
 import signal
 import sys
@@ -72,6 +73,7 @@ OUTCOME_UNKNOWN = "outcomeUnknown"
 # What a repeated call answers when its earlier attempt landed.
 REPORT_LANDED = "INVALID_JOB_STATE"  # the job already has this result
 ACK_LANDED = "INVALID_NONCE"  # the nonce was already used, by this worker
+LASTED = 10.0  # seconds: a subscription that ended after this starts its backoff over
 
 
 @dataclass
@@ -309,6 +311,7 @@ class PollSettings:
     poll_interval: float
     max_batch_size: int
     output_variables: dict[str, str]
+    subscribe: bool = False
 
 
 class Worker:
@@ -353,6 +356,10 @@ class Worker:
                 if s.idle_timeout is not None and time.monotonic() - idle_since >= s.idle_timeout:
                     break
                 self.stopping.wait(s.poll_interval)
+        return self.finish(handled)
+
+    def finish(self, handled: int) -> int:
+        """Prints what became of the jobs; returns the exit status."""
         c = self.counts
         print(
             f"done: {handled} jobs (succeeded {c['succeeded']}, continued {c['continued']},"
@@ -360,6 +367,76 @@ class Worker:
             flush=True,
         )
         return 1 if c["error"] else 0
+
+    def subscribe(self) -> int:
+        """Works jobs the gateway pushes (SubscribeJobs / SubscribeThirdPartyJobs)
+        instead of polling: credit 1 (one job at a time), one more credit after
+        each job. The gateway ends a subscription with UNAVAILABLE when its
+        connection closes (its shutdown, maximum connection age): subscribe
+        again, after a jittered backoff."""
+        s = self.settings
+        if s.mode == "custom":
+            method, name, message = self.stub.SubscribeJobs, "SubscribeJobs", pb.SubscribeJobsRequest
+        else:
+            method, name, message = (
+                self.stub.SubscribeThirdPartyJobs,
+                "SubscribeThirdPartyJobs",
+                pb.SubscribeThirdPartyJobsRequest,
+            )
+        handled, retries = 0, 0
+        last_job = time.monotonic()
+        busy = threading.Event()
+        while not self.stopping.is_set() and (s.max_jobs is None or handled < s.max_jobs):
+            credit: queue.Queue = queue.Queue()
+            credit.put(message(action_type_id=s.action_type_id, credit=1))
+            stream = method(iter(credit.get, None))
+            opened = time.monotonic()
+            ended = threading.Event()
+
+            def watch(stream=stream, ended=ended):
+                # Ends the stream between jobs on SIGTERM or after the idle timeout.
+                while not ended.wait(0.1):
+                    idle = s.idle_timeout is not None and time.monotonic() - last_job >= s.idle_timeout
+                    if (self.stopping.is_set() or idle) and not busy.is_set():
+                        self.stopping.set()
+                        stream.cancel()
+                        return
+
+            threading.Thread(target=watch, daemon=True).start()
+            try:
+                print(f"{name}: subscribed", flush=True)
+                for pushed in stream:
+                    busy.set()
+                    retries = 0
+                    print(f"{name}: job {pushed.job.id if s.mode == 'custom' else pushed.job.job_id}", flush=True)
+                    self.counts[self.handle(pushed.job)] += 1
+                    handled += 1
+                    last_job = time.monotonic()
+                    busy.clear()
+                    if s.max_jobs is not None and handled >= s.max_jobs:
+                        break
+                    credit.put(message(credit=1))
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.CANCELLED and self.stopping.is_set():
+                    break
+                details = decode_details(error)
+                if error.code() not in RETRYABLE:
+                    print(ReportFailed(name, error.code(), error.details() or "", details).describe(),
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    self.counts["error"] += 1
+                    break
+                # A subscription that lasted (until the connection's maximum
+                # age, say) starts the backoff over.
+                retries = 1 if time.monotonic() - opened >= LASTED else retries + 1
+                wait = self.policy.delay(retries, details)
+                print(f"{name}: ended: {error.code().name}: {error.details()}; subscribing again in {wait:.2f}s",
+                      flush=True)  # fmt: skip
+                self.stopping.wait(wait)
+            finally:
+                ended.set()
+                credit.put(None)
+                stream.cancel()
+        return self.finish(handled)
 
     def poll(self, batch: int) -> list:
         s = self.settings
@@ -585,6 +662,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--poll-interval", type=float, default=1.0, help="seconds between empty polls (default 1)"
     )
     worker.add_argument("--max-batch-size", type=int, default=1, help="jobs per poll (default 1)")
+    worker.add_argument(
+        "--subscribe",
+        action="store_true",
+        default=env("CPGW_SUBSCRIBE", "") == "true",
+        help="have the gateway push jobs (SubscribeJobs) instead of polling; reconnects with "
+        "backoff when the subscription ends (env CPGW_SUBSCRIBE=true)",
+    )
 
     given = parser.add_argument_group("reporting for given jobs")
     given.add_argument("--job-id", default=env("JOB_ID"), help="custom-action job id (env JOB_ID)")
@@ -660,6 +744,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--tls-cert-file needs --tls-ca-file")
     if args.max_attempts < 1:
         parser.error("--max-attempts must be at least 1")
+    if args.subscribe and not args.poll:
+        parser.error("--subscribe needs --poll custom|partner (the kind of jobs to subscribe to)")
+    if args.subscribe and args.once:
+        parser.error("--subscribe and --once do not go together: a subscription waits for jobs")
     if args.poll:
         if args.job_id or args.partner_job_id:
             parser.error("--poll works on the jobs it polls: leave out --job-id and --partner-job-id")
@@ -694,6 +782,7 @@ def poll_settings(args) -> PollSettings:
         poll_interval=args.poll_interval,
         max_batch_size=args.max_batch_size,
         output_variables=output_variables(args),
+        subscribe=args.subscribe,
     )
 
 
@@ -702,20 +791,26 @@ def read_bytes(path: str) -> bytes:
         return file.read()
 
 
-class BearerToken(grpc.UnaryUnaryClientInterceptor):
-    """Sends `authorization: Bearer <token>` on every call, reading the token
-    file each time: the kubelet rotates projected service-account tokens, so a
-    token read once at start-up would expire under a long-running worker."""
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Sends `authorization: Bearer <token>` on every call and subscription,
+    reading the token file each time: the kubelet rotates projected
+    service-account tokens, so a token read once at start-up would expire
+    under a long-running worker."""
 
     def __init__(self, path: str):
         self.path = path
 
-    def intercept_unary_unary(self, continuation, call_details, request):
+    def _with_token(self, call_details):
         with open(self.path, encoding="utf-8") as file:
             token = file.read().strip()
         metadata = [*(call_details.metadata or []), ("authorization", f"Bearer {token}")]
-        details = call_details._replace(metadata=metadata)
-        return continuation(details, request)
+        return call_details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, call_details, request):
+        return continuation(self._with_token(call_details), request)
+
+    def intercept_stream_stream(self, continuation, call_details, request_iterator):
+        return continuation(self._with_token(call_details), request_iterator)
 
 
 def main(argv: list[str]) -> int:
@@ -752,7 +847,7 @@ def main(argv: list[str]) -> int:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        return worker.run()
+        return worker.subscribe() if args.subscribe else worker.run()
 
 
 if __name__ == "__main__":

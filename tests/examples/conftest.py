@@ -312,10 +312,11 @@ def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator,
         port: int | None = None,
         callers: dict[str, str] | None = None,
         tls: "Pki | None" = None,
+        extra: tuple[str, ...] = (),
     ) -> ServedGateway:
         """`callers` maps caller names to bearer tokens the gateway accepts
         (their SHA-256 goes into --auth-tokens-file); without it the gateway
-        serves anyone (--allow-unauthenticated)."""
+        serves anyone (--allow-unauthenticated). `extra` are more flags."""
         grpc_port, admin_port = free_ports(2)
         grpc_port = port or grpc_port
         tokens_file = tmp_path / f"client-tokens-{len(started)}.json"
@@ -344,7 +345,7 @@ def serve_gateway(gateway_binary: Path, standalone_emulator: StandaloneEmulator,
                 "--admin-listen", f"{host}:{admin_port}",
                 "--client-tokens-file", str(tokens_file),
                 "--shutdown-delay", "0s", "--shutdown-grace", "1s",
-                *access,
+                *access, *extra,
             ],
             env,
             "gateway listening",
