@@ -40,16 +40,9 @@ struct Options {
 }
 
 fn options() -> Options {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     Options {
-        quota: value("--quota").map_or(40.0, |v| v.parse().expect("--quota N")),
-        seconds: value("--seconds").map_or(30, |v| v.parse().expect("--seconds N")),
+        quota: common::flag_value("--quota", 40.0),
+        seconds: common::flag_value("--seconds", 30),
     }
 }
 

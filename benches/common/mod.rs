@@ -131,6 +131,21 @@ pub fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis((field(11) + field(12)) * 10)
 }
 
+/// The value after `flag` on the benchmark's command line, parsed.
+pub fn flag_value<T: std::str::FromStr>(flag: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    match args
+        .iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{flag}: cannot parse {value:?}")),
+        None => default,
+    }
+}
+
 /// The `p` quantile of sorted durations.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
