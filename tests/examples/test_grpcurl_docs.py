@@ -51,6 +51,8 @@ REQUIRED = {
     "put-job-failure",
     "poll-for-third-party-jobs",
     "get-third-party-job-details",
+    "subscribe-jobs",
+    "acknowledge-pushed-job",
 }
 
 
