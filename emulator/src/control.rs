@@ -8,11 +8,12 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::accounts::Role;
 use crate::faults::{Fault, FaultKind};
 use crate::model::model;
 use crate::response::{HttpResponse, json_response};
 use crate::shared::Shared;
-use crate::state::{ActionTypeId, Job, JobKind, NewJob};
+use crate::state::{ActionTypeId, Job, JobKind, NewJob, Place};
 
 const CONTENT_TYPE: &str = "application/json";
 
@@ -33,6 +34,8 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
             }
         }
         ("POST", "/_emulator/action-types") => register_action_type(shared, body),
+        ("POST", "/_emulator/roles") => add_role(shared, body),
+        ("POST", "/_emulator/regions") => serve_region(shared, body),
         ("GET", "/_emulator/action-types") => {
             let types = shared.world().jobs.action_types().to_vec();
             ok(json!({ "actionTypes": types }))
@@ -132,6 +135,8 @@ struct CreateJobRequest {
     action_type_id: Option<ActionTypeRequest>,
     configuration: Option<BTreeMap<String, String>>,
     pipeline_name: Option<String>,
+    account_id: Option<String>,
+    region: Option<String>,
 }
 
 fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
@@ -140,6 +145,8 @@ fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
         action_type_id: None,
         configuration: None,
         pipeline_name: None,
+        account_id: None,
+        region: None,
     });
     let action_type_id = request.action_type_id.map(ActionTypeId::from);
     let kind = match request.kind.as_deref() {
@@ -157,13 +164,20 @@ fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
         }
     };
     let mut world = shared.world();
+    let place = match (request.account_id, request.region) {
+        (None, None) => None,
+        (account, region) => Some(Place {
+            account_id: account.unwrap_or_else(|| world.jobs.home().account_id.clone()),
+            region: region.unwrap_or_else(|| world.jobs.home().region.clone()),
+        }),
+    };
     let created = world
-        .jobs
         .create_job(NewJob {
             kind,
             action_type_id,
             configuration: request.configuration.unwrap_or_default(),
             pipeline_name: request.pipeline_name,
+            place,
         })
         .map_err(bad)?;
     let job = world
@@ -171,6 +185,32 @@ fn create_job(shared: &Shared, body: &[u8]) -> ControlResult {
         .get(&created.job_id)
         .expect("job was just created");
     Ok((StatusCode::CREATED, job_json(job)))
+}
+
+fn add_role(shared: &Shared, body: &[u8]) -> ControlResult {
+    let role: Role = parse_body(body)?.ok_or_else(|| {
+        bad("a JSON body {\"roleArn\", \"externalId\"?, \"trustedAccounts\"?, \"sessionLifetime\"?} is required")
+    })?;
+    shared
+        .world()
+        .accounts
+        .add_role(role.clone())
+        .map_err(bad)?;
+    Ok((StatusCode::CREATED, json!({ "roleArn": role.role_arn })))
+}
+
+fn serve_region(shared: &Shared, body: &[u8]) -> ControlResult {
+    #[derive(Deserialize)]
+    struct RegionRequest {
+        region: String,
+    }
+    let request: RegionRequest =
+        parse_body(body)?.ok_or_else(|| bad("a JSON body {\"region\"} is required"))?;
+    if !crate::accounts::is_region_name(&request.region) {
+        return Err(bad(format!("invalid region '{}'", request.region)));
+    }
+    shared.world().accounts.serve_region(&request.region);
+    Ok((StatusCode::CREATED, json!({ "region": request.region })))
 }
 
 fn register_action_type(shared: &Shared, body: &[u8]) -> ControlResult {

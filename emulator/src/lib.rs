@@ -178,6 +178,7 @@
 //! `error`; unknown fields are rejected. Bad input → 400 `{"message": "…"}`
 //! naming the problem; unknown paths → 404, wrong methods → 405.
 
+mod accounts;
 mod control;
 mod faults;
 mod model;
@@ -194,10 +195,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use accounts::{AssumeRoleCall, Role};
 pub use faults::{Fault, FaultKind};
 pub use recording::RecordedRequest;
 pub use state::{
     ACCOUNT_ID, ActionTypeId, CreatedJob, FailureSnapshot, JobKind, JobSnapshot, JobState, NewJob,
+    Place,
 };
 
 /// Access key id the emulator accepts by default (dev mode and tests).
@@ -317,10 +320,34 @@ impl Emulator {
     /// configuration or pipeline name violates the CodePipeline model. The
     /// control API's `POST /_emulator/jobs` reports the same problems as 400.
     pub fn create_job(&self, job: NewJob) -> CreatedJob {
-        match self.shared.world().jobs.create_job(job) {
+        match self.shared.world().create_job(job) {
             Ok(created) => created,
             Err(problem) => panic!("Emulator::create_job: {problem}"),
         }
+    }
+
+    /// Adds (or replaces) a role that `AssumeRole` can hand out sessions
+    /// for; the role's sessions act in the account its ARN names.
+    ///
+    /// # Panics
+    ///
+    /// If the role ARN or a trusted account id is malformed. The control
+    /// API's `POST /_emulator/roles` reports the same problems as 400.
+    pub fn add_role(&self, role: Role) {
+        if let Err(problem) = self.shared.world().accounts.add_role(role) {
+            panic!("Emulator::add_role: {problem}");
+        }
+    }
+
+    /// Serves `region` besides the home one: requests signed for it act
+    /// there. Creating a job in a region does this too.
+    pub fn serve_region(&self, region: &str) {
+        self.shared.world().accounts.serve_region(region);
+    }
+
+    /// Every `AssumeRole` call so far (the latest 10,000), oldest first.
+    pub fn assume_role_calls(&self) -> Vec<AssumeRoleCall> {
+        self.shared.world().accounts.calls()
     }
 
     /// Registers an action type so that polls for it succeed (idempotent).

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::model;
-use crate::state::{ACCOUNT_ID, ActionTypeId, FailureSnapshot, Job, JobKind, JobState, JobStore};
+use crate::state::{ActionTypeId, FailureSnapshot, Job, JobKind, JobState, JobStore, Place};
 
 /// Largest total size (bytes of all keys and values) of `outputVariables`.
 pub(crate) const MAX_OUTPUT_VARIABLES_BYTES: usize = 122_880;
@@ -45,25 +45,42 @@ impl AwsError {
     }
 }
 
-/// Runs one operation against the job store and returns its JSON output,
-/// which is checked against the model's output shape (a mismatch is an
-/// emulator bug and answers 500 `InternalFailure`).
+/// [`dispatch_in`] for a caller of the home account and region.
+#[cfg(test)]
 pub(crate) fn dispatch(
     operation: &str,
     jobs: &mut JobStore,
     input: &Value,
 ) -> Result<Value, AwsError> {
+    let home = jobs.home().clone();
+    dispatch_in(operation, jobs, &home, input)
+}
+
+/// Runs one operation, for a caller signed for `place`, against the job
+/// store and returns its JSON output, which is checked against the model's
+/// output shape (a mismatch is an emulator bug and answers 500
+/// `InternalFailure`).
+pub(crate) fn dispatch_in(
+    operation: &str,
+    jobs: &mut JobStore,
+    place: &Place,
+    input: &Value,
+) -> Result<Value, AwsError> {
     let output = match operation {
-        "PutJobSuccessResult" => put_job_success_result(jobs, parse(input)?),
-        "PutThirdPartyJobSuccessResult" => put_third_party_job_success_result(jobs, parse(input)?),
-        "PutJobFailureResult" => put_job_failure_result(jobs, parse(input)?),
-        "PutThirdPartyJobFailureResult" => put_third_party_job_failure_result(jobs, parse(input)?),
-        "PollForJobs" => poll_for_jobs(jobs, parse(input)?),
-        "PollForThirdPartyJobs" => poll_for_third_party_jobs(jobs, parse(input)?),
-        "AcknowledgeJob" => acknowledge_job(jobs, parse(input)?),
-        "AcknowledgeThirdPartyJob" => acknowledge_third_party_job(jobs, parse(input)?),
-        "GetJobDetails" => get_job_details(jobs, parse(input)?),
-        "GetThirdPartyJobDetails" => get_third_party_job_details(jobs, parse(input)?),
+        "PutJobSuccessResult" => put_job_success_result(jobs, place, parse(input)?),
+        "PutThirdPartyJobSuccessResult" => {
+            put_third_party_job_success_result(jobs, place, parse(input)?)
+        }
+        "PutJobFailureResult" => put_job_failure_result(jobs, place, parse(input)?),
+        "PutThirdPartyJobFailureResult" => {
+            put_third_party_job_failure_result(jobs, place, parse(input)?)
+        }
+        "PollForJobs" => poll_for_jobs(jobs, place, parse(input)?),
+        "PollForThirdPartyJobs" => poll_for_third_party_jobs(jobs, place, parse(input)?),
+        "AcknowledgeJob" => acknowledge_job(jobs, place, parse(input)?),
+        "AcknowledgeThirdPartyJob" => acknowledge_third_party_job(jobs, place, parse(input)?),
+        "GetJobDetails" => get_job_details(jobs, place, parse(input)?),
+        "GetThirdPartyJobDetails" => get_third_party_job_details(jobs, place, parse(input)?),
         other => Err(AwsError::client(
             "UnknownOperationException",
             format!("The emulator does not implement {other}."),
@@ -193,6 +210,7 @@ struct GetThirdPartyJobDetailsInput {
 
 fn put_job_success_result(
     jobs: &mut JobStore,
+    place: &Place,
     input: PutJobSuccessResultInput,
 ) -> Result<Value, AwsError> {
     if input.output_variables.is_some() && input.continuation_token.is_some() {
@@ -201,7 +219,7 @@ fn put_job_success_result(
             "outputVariables can only be included when there is no continuation token on the request.",
         ));
     }
-    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+    let job = find_job(jobs, place, &input.job_id, JobKind::Custom)?;
     ensure_open(job)?;
     if let Some(vars) = &input.output_variables {
         let size: usize = vars.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -220,9 +238,10 @@ fn put_job_success_result(
 
 fn put_third_party_job_success_result(
     jobs: &mut JobStore,
+    place: &Place,
     input: PutThirdPartyJobSuccessResultInput,
 ) -> Result<Value, AwsError> {
-    let job = find_job(jobs, &input.job_id, JobKind::ThirdParty)?;
+    let job = find_job(jobs, place, &input.job_id, JobKind::ThirdParty)?;
     check_client_token(job, &input.client_token)?;
     ensure_open(job)?;
     record_success(jobs, &input.job_id, input.continuation_token);
@@ -231,9 +250,10 @@ fn put_third_party_job_success_result(
 
 fn put_job_failure_result(
     jobs: &mut JobStore,
+    place: &Place,
     input: PutJobFailureResultInput,
 ) -> Result<Value, AwsError> {
-    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+    let job = find_job(jobs, place, &input.job_id, JobKind::Custom)?;
     ensure_open(job)?;
     record_failure(job, input.failure_details);
     Ok(json!({}))
@@ -241,20 +261,26 @@ fn put_job_failure_result(
 
 fn put_third_party_job_failure_result(
     jobs: &mut JobStore,
+    place: &Place,
     input: PutThirdPartyJobFailureResultInput,
 ) -> Result<Value, AwsError> {
-    let job = find_job(jobs, &input.job_id, JobKind::ThirdParty)?;
+    let job = find_job(jobs, place, &input.job_id, JobKind::ThirdParty)?;
     check_client_token(job, &input.client_token)?;
     ensure_open(job)?;
     record_failure(job, input.failure_details);
     Ok(json!({}))
 }
 
-fn poll_for_jobs(jobs: &mut JobStore, input: PollForJobsInput) -> Result<Value, AwsError> {
+fn poll_for_jobs(
+    jobs: &mut JobStore,
+    place: &Place,
+    input: PollForJobsInput,
+) -> Result<Value, AwsError> {
     let action_type_id = pollable_action_type(jobs, input.action_type_id, JobKind::Custom)?;
     let max = batch_size(input.max_batch_size);
     let query = input.query_param.unwrap_or_default();
     let dispatched = jobs.dispatch(
+        place,
         JobKind::Custom,
         &action_type_id,
         max,
@@ -272,7 +298,7 @@ fn poll_for_jobs(jobs: &mut JobStore, input: PollForJobsInput) -> Result<Value, 
                 "id": job.id,
                 "data": job.data_json(),
                 "nonce": job.nonce,
-                "accountId": ACCOUNT_ID,
+                "accountId": job.place.account_id,
             })
         })
         .collect();
@@ -281,11 +307,13 @@ fn poll_for_jobs(jobs: &mut JobStore, input: PollForJobsInput) -> Result<Value, 
 
 fn poll_for_third_party_jobs(
     jobs: &mut JobStore,
+    place: &Place,
     input: PollForThirdPartyJobsInput,
 ) -> Result<Value, AwsError> {
     let action_type_id = pollable_action_type(jobs, input.action_type_id, JobKind::ThirdParty)?;
     let max = batch_size(input.max_batch_size);
     let dispatched = jobs.dispatch(
+        place,
         JobKind::ThirdParty,
         &action_type_id,
         max,
@@ -299,32 +327,44 @@ fn poll_for_third_party_jobs(
     Ok(json!({ "jobs": list }))
 }
 
-fn acknowledge_job(jobs: &mut JobStore, input: AcknowledgeJobInput) -> Result<Value, AwsError> {
-    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+fn acknowledge_job(
+    jobs: &mut JobStore,
+    place: &Place,
+    input: AcknowledgeJobInput,
+) -> Result<Value, AwsError> {
+    let job = find_job(jobs, place, &input.job_id, JobKind::Custom)?;
     acknowledge(job, &input.nonce)
 }
 
 fn acknowledge_third_party_job(
     jobs: &mut JobStore,
+    place: &Place,
     input: AcknowledgeThirdPartyJobInput,
 ) -> Result<Value, AwsError> {
-    let job = find_job(jobs, &input.job_id, JobKind::ThirdParty)?;
+    let job = find_job(jobs, place, &input.job_id, JobKind::ThirdParty)?;
     check_client_token(job, &input.client_token)?;
     acknowledge(job, &input.nonce)
 }
 
-fn get_job_details(jobs: &mut JobStore, input: GetJobDetailsInput) -> Result<Value, AwsError> {
-    let job = find_job(jobs, &input.job_id, JobKind::Custom)?;
+fn get_job_details(
+    jobs: &mut JobStore,
+    place: &Place,
+    input: GetJobDetailsInput,
+) -> Result<Value, AwsError> {
+    let job = find_job(jobs, place, &input.job_id, JobKind::Custom)?;
     Ok(json!({
-        "jobDetails": {"id": job.id, "data": job.data_json(), "accountId": ACCOUNT_ID}
+        "jobDetails": {"id": job.id, "data": job.data_json(), "accountId": job.place.account_id}
     }))
 }
 
 fn get_third_party_job_details(
     jobs: &mut JobStore,
+    place: &Place,
     input: GetThirdPartyJobDetailsInput,
 ) -> Result<Value, AwsError> {
-    let job = jobs.get(&input.job_id).ok_or_else(job_not_found)?;
+    let job = jobs
+        .get_in(place, &input.job_id)
+        .ok_or_else(job_not_found)?;
     if job.kind != JobKind::ThirdParty {
         return Err(AwsError::client(
             "InvalidJobException",
@@ -344,8 +384,13 @@ fn job_not_found() -> AwsError {
 }
 
 /// Looks a job up; a job of the other kind does not exist for this operation.
-fn find_job<'a>(jobs: &'a mut JobStore, id: &str, kind: JobKind) -> Result<&'a mut Job, AwsError> {
-    jobs.get_mut(id)
+fn find_job<'a>(
+    jobs: &'a mut JobStore,
+    place: &Place,
+    id: &str,
+    kind: JobKind,
+) -> Result<&'a mut Job, AwsError> {
+    jobs.get_in(place, id)
         .filter(|j| j.kind == kind)
         .ok_or_else(job_not_found)
 }

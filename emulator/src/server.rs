@@ -28,13 +28,14 @@ use crate::recording::RecordedRequest;
 use crate::response::{HttpResponse, json_response};
 use crate::shared::{Shared, World};
 use crate::sigv4;
-use crate::state::JobStore;
+use crate::state::{JobStore, Place};
 
 /// Largest request body accepted (AWS JSON requests of these operations are far smaller).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// How long a stopping server waits for in-flight requests before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const SERVICE: &str = "codepipeline";
+const STS_SERVICE: &str = "sts";
 const AWS_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
 /// Binds and spawns the accept loop.
@@ -151,6 +152,9 @@ async fn handle_aws(
     body: Bytes,
 ) -> Result<HttpResponse, ConnectionReset> {
     let request_id = uuid::Uuid::new_v4().to_string();
+    if sigv4::claimed_scope(&parts.headers).is_some_and(|(_, _, service)| service == STS_SERVICE) {
+        return Ok(handle_sts(shared, &parts, &body, &request_id));
+    }
     let raw_target = header_text(&parts.headers, "x-amz-target");
     let operation = raw_target
         .strip_prefix(model().target_prefix())
@@ -165,20 +169,7 @@ async fn handle_aws(
         json_body.clone()
     };
 
-    let config = &shared.config;
-    let auth = sigv4::verify(
-        parts.method.as_str(),
-        &parts.uri,
-        &parts.headers,
-        &body,
-        &sigv4::Expected {
-            access_key_id: &config.access_key_id,
-            secret_access_key: &config.secret_access_key,
-            region: &config.region,
-            service: SERVICE,
-        },
-        SystemTime::now(),
-    );
+    let (auth, place) = authenticate(shared, &parts, &body, SERVICE);
     let signature_valid = auth.is_ok();
     let preflight = preflight(auth, &parts, operation.as_deref(), &input);
 
@@ -231,7 +222,7 @@ async fn handle_aws(
     let outcome = match action {
         Action::Apply(op) => {
             let mut world = shared.world();
-            let result = operations::dispatch(&op, &mut world.jobs, &input);
+            let result = operations::dispatch_in(&op, &mut world.jobs, &place, &input);
             match &result {
                 Ok(_) => world.requests.finish(seq, 200, None),
                 Err(e) => world
@@ -254,7 +245,7 @@ async fn handle_aws(
         }
         Action::ResetAfterApply(op) => {
             let mut world = shared.world();
-            let _ = operations::dispatch(&op, &mut world.jobs, &input);
+            let _ = operations::dispatch_in(&op, &mut world.jobs, &place, &input);
             world.requests.finish(seq, 0, None);
             drop(world);
             tracing::debug!(operation = op_label, %request_id, fault = ?fault_label, "codepipeline request: applied, connection reset");
@@ -276,6 +267,135 @@ async fn handle_aws(
     ))
 }
 
+/// Verifies a request's signature with the secret of the key it claims, in
+/// the region it claims if the emulator serves it, and for a session key its
+/// token and expiry. Answers the account and region the request acts in.
+fn authenticate(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> (Result<(), sigv4::AuthError>, Place) {
+    let config = &shared.config;
+    let (claimed_key, claimed_region) =
+        sigv4::claimed_scope(&parts.headers).map_or(("", ""), |(key, region, _)| (key, region));
+    let (signer, region) = {
+        let world = shared.world();
+        let signer = world.accounts.signer(
+            &config.access_key_id,
+            &config.secret_access_key,
+            claimed_key,
+        );
+        let served = world.accounts.serves_region(&config.region, claimed_region);
+        (
+            signer,
+            if served {
+                claimed_region
+            } else {
+                config.region.as_str()
+            },
+        )
+    };
+    // An unknown key is checked against the home key: verify says it is unknown.
+    let (key, secret) = match &signer {
+        Some(signer) => (claimed_key, signer.secret_access_key.as_str()),
+        None => (
+            config.access_key_id.as_str(),
+            config.secret_access_key.as_str(),
+        ),
+    };
+    let verified = sigv4::verify(
+        parts.method.as_str(),
+        &parts.uri,
+        &parts.headers,
+        body,
+        &sigv4::Expected {
+            access_key_id: key,
+            secret_access_key: secret,
+            region,
+            service,
+        },
+        SystemTime::now(),
+    );
+    let account = signer
+        .as_ref()
+        .map_or(crate::ACCOUNT_ID, |s| s.account_id.as_str());
+    let place = Place::new(account, region);
+    let verified = verified.and_then(|()| match signer.and_then(|s| s.session) {
+        Some((token, expires)) => {
+            if header_text(&parts.headers, "x-amz-security-token") != token {
+                Err(sigv4::AuthError::UnknownKey)
+            } else if SystemTime::now() >= expires {
+                Err(sigv4::AuthError::Expired)
+            } else {
+                Ok(())
+            }
+        }
+        None => Ok(()),
+    });
+    (verified, place)
+}
+
+/// STS: `AssumeRole` only, in the query protocol (form in, XML out).
+fn handle_sts(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> HttpResponse {
+    let xml = |status: u16, text: String| {
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "text/xml")
+            .header("x-amzn-RequestId", request_id)
+            .body(http_body_util::Full::new(Bytes::from(text)))
+            .expect("static response parts are valid")
+    };
+    let (auth, place) = authenticate(shared, parts, body, STS_SERVICE);
+    if let Err(e) = auth {
+        let status = if matches!(e, sigv4::AuthError::Expired) {
+            400
+        } else {
+            403
+        };
+        let code = match e.error_type() {
+            "UnrecognizedClientException" => "InvalidClientTokenId",
+            "InvalidSignatureException" => "SignatureDoesNotMatch",
+            other => other,
+        };
+        return xml(
+            status,
+            crate::accounts::error_xml(code, &e.message(), request_id),
+        );
+    }
+    let params = crate::accounts::form_params(body);
+    if params.get("Action").map(String::as_str) != Some("AssumeRole") {
+        let message = format!(
+            "The emulator's STS implements AssumeRole only, not {}.",
+            params.get("Action").map_or("(no Action)", String::as_str)
+        );
+        return xml(
+            400,
+            crate::accounts::error_xml("InvalidAction", &message, request_id),
+        );
+    }
+    let outcome =
+        shared
+            .world()
+            .accounts
+            .assume_role(&place.account_id, &params, SystemTime::now());
+    match outcome {
+        Ok(issued) => xml(200, crate::accounts::assume_role_xml(&issued, request_id)),
+        Err(e) => {
+            tracing::debug!(code = e.code, "emulator AssumeRole refused");
+            xml(
+                e.status,
+                crate::accounts::error_xml(e.code, &e.message, request_id),
+            )
+        }
+    }
+}
+
 /// Auth and protocol checks plus model validation; returns the operation name.
 fn preflight(
     auth: Result<(), sigv4::AuthError>,
@@ -283,7 +403,14 @@ fn preflight(
     operation: Option<&str>,
     input: &Value,
 ) -> Result<String, AwsError> {
-    auth.map_err(|e| AwsError::new(403, e.error_type(), e.message()))?;
+    auth.map_err(|e| {
+        let status = if matches!(e, sigv4::AuthError::Expired) {
+            400
+        } else {
+            403
+        };
+        AwsError::new(status, e.error_type(), e.message())
+    })?;
     if parts.method != http::Method::POST {
         return Err(AwsError::client(
             "UnknownOperationException",

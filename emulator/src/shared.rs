@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::EmulatorConfig;
+use crate::accounts::Accounts;
 use crate::faults::FaultQueue;
 use crate::quota::Quota;
 use crate::recording::RequestLog;
@@ -17,9 +18,19 @@ use crate::state::JobStore;
 #[derive(Default)]
 pub(crate) struct World {
     pub jobs: JobStore,
+    pub accounts: Accounts,
     pub requests: RequestLog,
     pub faults: FaultQueue,
     pub quota: Quota,
+}
+
+impl World {
+    /// Creates a job; its region is served from then on.
+    pub fn create_job(&mut self, new: crate::NewJob) -> Result<crate::CreatedJob, String> {
+        let created = self.jobs.create_job(new)?;
+        self.accounts.serve_region(&created.region);
+        Ok(created)
+    }
 }
 
 /// State shared by the handle, the accept loop and all connections.

@@ -36,6 +36,8 @@ pub(crate) enum AuthError {
     UnknownKey,
     /// Scope, clock or signature mismatch.
     Signature(String),
+    /// Temporary credentials used after their expiry.
+    Expired,
 }
 
 impl AuthError {
@@ -45,6 +47,7 @@ impl AuthError {
             AuthError::Incomplete(_) => "IncompleteSignatureException",
             AuthError::UnknownKey => "UnrecognizedClientException",
             AuthError::Signature(_) => "InvalidSignatureException",
+            AuthError::Expired => "ExpiredTokenException",
         }
     }
 
@@ -55,8 +58,30 @@ impl AuthError {
             AuthError::UnknownKey => {
                 "The security token included in the request is invalid.".to_owned()
             }
+            AuthError::Expired => {
+                "The security token included in the request is expired".to_owned()
+            }
         }
     }
+}
+
+/// The access key id, region and service a request's `Authorization` header
+/// says it is signed with, before anything is verified: what tells the
+/// emulator which secret, account and region to check it against.
+pub(crate) fn claimed_scope(headers: &HeaderMap) -> Option<(&str, &str, &str)> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let rest = auth.strip_prefix(ALGORITHM)?;
+    let credential = rest
+        .split(',')
+        .filter_map(|part| part.trim().split_once('='))
+        .find(|(k, _)| *k == "Credential")?
+        .1;
+    let mut scope = credential.split('/');
+    let key_id = scope.next()?;
+    let _date = scope.next()?;
+    let region = scope.next()?;
+    let service = scope.next()?;
+    Some((key_id, region, service))
 }
 
 /// Verifies the SigV4 `Authorization` header of a request.
@@ -409,6 +434,21 @@ fn amz_date_of(time: SystemTime) -> String {
     )
 }
 
+/// Formats a time as RFC 3339 in UTC, e.g. `2015-08-30T12:36:00Z`: STS's
+/// `Expiration`.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let basic = amz_date_of(time);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &basic[0..4],
+        &basic[4..6],
+        &basic[6..8],
+        &basic[9..11],
+        &basic[11..13],
+        &basic[13..15]
+    )
+}
+
 fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
@@ -650,6 +690,17 @@ mod tests {
         assert_eq!(canonical_query("b=2&a=1&a=0&c"), "a=0&a=1&b=2&c=");
         assert_eq!(canonical_query("k=a%20b&x=%7e"), "k=a%20b&x=~");
         assert_eq!(canonical_uri("/a b/%2F"), "/a%20b/%252F");
+    }
+
+    #[test]
+    fn claimed_scope_and_rfc3339() {
+        let (_, headers) = request(&vanilla_auth(), "20150830T123600Z");
+        assert_eq!(
+            claimed_scope(&headers),
+            Some(("AKIDEXAMPLE", "us-east-1", "service"))
+        );
+        assert_eq!(claimed_scope(&HeaderMap::new()), None);
+        assert_eq!(rfc3339(at("20150830T123600Z")), "2015-08-30T12:36:00Z");
     }
 
     #[test]

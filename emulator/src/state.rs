@@ -9,8 +9,27 @@ use serde_json::Value;
 
 use crate::model::model;
 
-/// The single AWS account the emulator serves (`accountId` of jobs, pipeline ARNs).
+/// The emulator's home account: the account of its own access key, and of
+/// jobs created without one (`accountId` of jobs, pipeline ARNs).
 pub const ACCOUNT_ID: &str = "123456789012";
+
+/// Where a job lives: CodePipeline jobs belong to one account and one region,
+/// and only calls signed for both see them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Place {
+    pub account_id: String,
+    pub region: String,
+}
+
+impl Place {
+    pub fn new(account_id: &str, region: &str) -> Place {
+        Place {
+            account_id: account_id.to_owned(),
+            region: region.to_owned(),
+        }
+    }
+}
 
 /// Pipeline name used when a job is created without one.
 pub(crate) const DEFAULT_PIPELINE_NAME: &str = "cpgw-dev-pipeline";
@@ -141,6 +160,9 @@ pub struct NewJob {
     pub configuration: BTreeMap<String, String>,
     /// `pipelineContext.pipelineName`; `None` uses `cpgw-dev-pipeline`.
     pub pipeline_name: Option<String>,
+    /// The account and region the job lives in; `None` is the emulator's
+    /// home ([`ACCOUNT_ID`] and its configured region).
+    pub place: Option<Place>,
 }
 
 impl Default for NewJob {
@@ -151,6 +173,7 @@ impl Default for NewJob {
             action_type_id: None,
             configuration: BTreeMap::new(),
             pipeline_name: None,
+            place: None,
         }
     }
 }
@@ -171,6 +194,10 @@ pub struct CreatedJob {
     pub client_token: Option<String>,
     /// The job's action type.
     pub action_type_id: ActionTypeId,
+    /// The account the job lives in.
+    pub account_id: String,
+    /// The region the job lives in.
+    pub region: String,
 }
 
 /// The failure details a failure result reported.
@@ -211,6 +238,8 @@ pub struct JobSnapshot {
     pub failure: Option<FailureSnapshot>,
     /// For a continuation job: the id of the job whose continuation result created it.
     pub continuation_of: Option<String>,
+    /// The account and region the job lives in.
+    pub place: Place,
 }
 
 /// `JobData` / `ThirdPartyJobData` exactly as AWS serializes them.
@@ -310,6 +339,7 @@ pub(crate) struct Job {
     pub dispatches: u32,
     pub failure: Option<FailureSnapshot>,
     pub continuation_of: Option<String>,
+    pub place: Place,
     pub data: JobData,
 }
 
@@ -326,6 +356,7 @@ impl Job {
             dispatches: self.dispatches,
             failure: self.failure.clone(),
             continuation_of: self.continuation_of.clone(),
+            place: self.place.clone(),
         }
     }
 
@@ -341,13 +372,16 @@ impl Job {
             client_id: self.client_id.clone(),
             client_token: self.client_token.clone(),
             action_type_id: self.data.action_type_id.clone(),
+            account_id: self.place.account_id.clone(),
+            region: self.place.region.clone(),
         }
     }
 }
 
 /// Registered action types and all jobs, in creation order.
 pub(crate) struct JobStore {
-    region: String,
+    /// Where jobs created without a place live, and what [`JobStore::get`] sees.
+    home: Place,
     acknowledge_timeout: Duration,
     action_types: Vec<ActionTypeId>,
     jobs: Vec<Job>,
@@ -365,7 +399,7 @@ impl JobStore {
     /// registered, re-offering jobs not acknowledged within `acknowledge_timeout`.
     pub fn new(region: &str, acknowledge_timeout: Duration) -> JobStore {
         JobStore {
-            region: region.to_owned(),
+            home: Place::new(ACCOUNT_ID, region),
             acknowledge_timeout,
             action_types: vec![
                 ActionTypeId::default_custom(),
@@ -417,13 +451,18 @@ impl JobStore {
             )
             .map_err(|f| format!("invalid pipelineName: {}", f.message()))?;
 
+        let place = new.place.unwrap_or_else(|| self.home.clone());
+        if place.account_id.len() != 12 || !place.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "invalid accountId '{}': an AWS account id is 12 digits",
+                place.account_id
+            ));
+        }
+        if !crate::accounts::is_region_name(&place.region) {
+            return Err(format!("invalid region '{}'", place.region));
+        }
         self.register_action_type(action_type_id.clone());
-        let data = new_job_data(
-            &self.region,
-            action_type_id,
-            new.configuration,
-            pipeline_name,
-        );
+        let data = new_job_data(&place, action_type_id, new.configuration, pipeline_name);
         let (client_id, client_token) = match new.kind {
             JobKind::Custom => (None, None),
             JobKind::ThirdParty => (
@@ -444,6 +483,7 @@ impl JobStore {
             dispatches: 0,
             failure: None,
             continuation_of: None,
+            place,
             data,
         };
         let created = job.created();
@@ -472,6 +512,7 @@ impl JobStore {
             dispatches: 0,
             failure: None,
             continuation_of: Some(original.id.clone()),
+            place: original.place.clone(),
             data,
         };
         let id = job.id.clone();
@@ -502,12 +543,19 @@ impl JobStore {
         &self.action_types
     }
 
-    /// Hands out up to `max` jobs of `kind` and exactly `action_type_id`,
-    /// oldest first, that satisfy `filter` and are `Queued`, or `Dispatched`
-    /// with the acknowledgement overdue at `now`: each becomes `Dispatched`
-    /// with a fresh nonce, so an earlier nonce no longer acknowledges it.
+    /// The home account and region.
+    pub fn home(&self) -> &Place {
+        &self.home
+    }
+
+    /// Hands out up to `max` jobs in `place` of `kind` and exactly
+    /// `action_type_id`, oldest first, that satisfy `filter` and are
+    /// `Queued`, or `Dispatched` with the acknowledgement overdue at `now`:
+    /// each becomes `Dispatched` with a fresh nonce, so an earlier nonce no
+    /// longer acknowledges it.
     pub fn dispatch(
         &mut self,
+        place: &Place,
         kind: JobKind,
         action_type_id: &ActionTypeId,
         max: usize,
@@ -528,6 +576,7 @@ impl JobStore {
             .enumerate()
             .filter(|(_, j)| {
                 j.kind == kind
+                    && j.place == *place
                     && available(j)
                     && j.data.action_type_id == *action_type_id
                     && filter(j)
@@ -553,6 +602,12 @@ impl JobStore {
         self.index.get(id).map(|&i| &mut self.jobs[i])
     }
 
+    /// The job, if it lives in `place`: a job of another account or region
+    /// does not exist for that caller, as in CodePipeline.
+    pub fn get_in(&mut self, place: &Place, id: &str) -> Option<&mut Job> {
+        self.get_mut(id).filter(|job| job.place == *place)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Job> {
         self.jobs.iter()
     }
@@ -560,12 +615,13 @@ impl JobStore {
 
 /// Fresh job data for a new (non-continuation) job.
 fn new_job_data(
-    region: &str,
+    place: &Place,
     action_type_id: ActionTypeId,
     configuration: BTreeMap<String, String>,
     pipeline_name: String,
 ) -> JobData {
-    let bucket = format!("codepipeline-{region}-{ACCOUNT_ID}");
+    let Place { account_id, region } = place;
+    let bucket = format!("codepipeline-{region}-{account_id}");
     let artifact = |name: String, revision: Option<String>| {
         // Like AWS: <pipeline name, ≤20 chars>/<artifact name, ≤10 chars>/<random>.
         let object_key = format!(
@@ -599,7 +655,7 @@ fn new_job_data(
     JobData {
         action_configuration: ActionConfiguration { configuration },
         pipeline_context: PipelineContext {
-            pipeline_arn: format!("arn:aws:codepipeline:{region}:{ACCOUNT_ID}:{pipeline_name}"),
+            pipeline_arn: format!("arn:aws:codepipeline:{region}:{account_id}:{pipeline_name}"),
             pipeline_name,
             stage: NameContext {
                 name: action_type_id.category.clone(),
@@ -616,7 +672,7 @@ fn new_job_data(
         artifact_credentials: fake_credentials(),
         continuation_token: None,
         encryption_key: EncryptionKey {
-            id: format!("arn:aws:kms:{region}:{ACCOUNT_ID}:alias/aws/s3"),
+            id: format!("arn:aws:kms:{region}:{account_id}:alias/aws/s3"),
             key_type: "KMS",
         },
     }
@@ -688,10 +744,11 @@ mod tests {
         let mut store = JobStore::new(crate::DEV_REGION, Duration::from_secs(30));
         let job = store.create(JobKind::Custom).job_id;
         let custom = ActionTypeId::default_custom();
+        let home = store.home().clone();
         let start = Instant::now();
         let poll = |store: &mut JobStore, at: Instant| -> Vec<(String, String)> {
             store
-                .dispatch(JobKind::Custom, &custom, 10, at, |_| true)
+                .dispatch(&home, JobKind::Custom, &custom, 10, at, |_| true)
                 .into_iter()
                 .map(|j| (j.id.clone(), j.nonce.clone().unwrap()))
                 .collect()
@@ -719,6 +776,7 @@ mod tests {
                 action_type_id: Some(ActionTypeId::new("Source", "ThirdParty", "Git", "2")),
                 configuration: [("Repo".to_owned(), "a".repeat(1000))].into(),
                 pipeline_name: Some("a-very-long-pipeline.name@with_all".to_owned()),
+                place: None,
             })
             .unwrap();
         let cont = store.create_continuation(&job.job_id, "tok").unwrap();
