@@ -101,6 +101,7 @@ async fn run(options: &Options, adaptive: bool) -> Figures {
             drivers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let mut request = tonic::Request::new(GetJobDetailsRequest {
+                        target: String::new(),
                         job_id: job_id.clone(),
                     });
                     request.set_timeout(Duration::from_secs(2));

@@ -44,6 +44,7 @@ const AUTH_ROUNDS: usize = 3;
 fn settings(access: AccessSettings) -> Config {
     let defaults = Config::defaults_without_auth();
     Config {
+        targets: Vec::new(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: RateLimitSettings {
@@ -213,7 +214,7 @@ async fn main() {
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let open = Gateway::start(
         settings(AccessSettings::default()),
-        aws::client_for_emulator(&emulator, None).await,
+        aws::config_for_emulator(&emulator, None).await,
     )
     .await
     .unwrap();
@@ -263,7 +264,7 @@ async fn main() {
             policy_file: Some(policy),
             ..AccessSettings::default()
         }),
-        aws::client_for_emulator(&emulator, None).await,
+        aws::config_for_emulator(&emulator, None).await,
     )
     .await
     .unwrap();

@@ -166,6 +166,7 @@ async fn work_one_job(client: &mut JobWorkerServiceClient<Channel>, ledger: &Led
     let mut acknowledged = false;
     for _ in 0..ATTEMPTS {
         let mut request = tonic::Request::new(AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
         });
@@ -192,6 +193,7 @@ async fn work_one_job(client: &mut JobWorkerServiceClient<Channel>, ledger: &Led
         return;
     }
     let mut request = tonic::Request::new(GetJobDetailsRequest {
+        target: String::new(),
         job_id: job.id.clone(),
     });
     request.set_timeout(deadline);
@@ -215,6 +217,7 @@ async fn work_one_job(client: &mut JobWorkerServiceClient<Channel>, ledger: &Led
         let result = match told {
             Told::Failure => {
                 let mut request = tonic::Request::new(PutJobFailureResultRequest {
+                    target: String::new(),
                     job_id: job.id.clone(),
                     failure_details: Some(v1::FailureDetails {
                         r#type: v1::FailureType::JobFailed.into(),
@@ -308,6 +311,7 @@ async fn main() {
             while ledger.calls.load(Ordering::Relaxed) < target_calls {
                 emulator.create_custom_job();
                 let mut request = tonic::Request::new(PollForJobsRequest {
+                    target: String::new(),
                     action_type_id: Some(v1::ActionTypeId {
                         category: v1::ActionCategory::Build.into(),
                         owner: v1::ActionOwner::Custom.into(),

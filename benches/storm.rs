@@ -56,6 +56,7 @@ async fn probe(addr: &str, job_id: &str) -> Vec<Duration> {
         let started = Instant::now();
         client
             .get_job_details(GetJobDetailsRequest {
+                target: String::new(),
                 job_id: job_id.to_owned(),
             })
             .await
@@ -108,7 +109,10 @@ async fn main() {
             let job_id = job.job_id.clone();
             tokio::spawn(async move {
                 client
-                    .get_job_details(GetJobDetailsRequest { job_id })
+                    .get_job_details(GetJobDetailsRequest {
+                        target: String::new(),
+                        job_id,
+                    })
                     .await
                     .map(|_| ())
                     .map_err(|s| s.code())

@@ -79,6 +79,7 @@ fn picked(record: &Shared, job_id: &str) {
 async fn work(client: &mut JobWorkerServiceClient<Channel>, job: &v1::Job) {
     let acknowledged = client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
         })
@@ -109,6 +110,7 @@ async fn poller(
         }
         let jobs = client
             .poll_for_jobs(v1::PollForJobsRequest {
+                target: String::new(),
                 action_type_id: Some(action_type.clone()),
                 max_batch_size: Some(1),
                 query_param: Default::default(),

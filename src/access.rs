@@ -125,16 +125,39 @@ impl Access {
         }
     }
 
-    /// Whether `caller` may do `verb` on jobs of `action_type`; allowed when
-    /// no policy is configured.
+    /// Refuses a caller that no rule lets do `verb` in `target`, before
+    /// anything is read from that target on its behalf.
+    pub fn authorize_target(
+        &self,
+        caller: &Caller,
+        verb: Verb,
+        target: &str,
+    ) -> Result<(), Refusal> {
+        match &self.policy {
+            Some(policy) if !policy.current().may_use(&caller.identity, verb, target) => {
+                Err(Refusal::NotAuthorized {
+                    action_type: String::new(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `caller` may do `verb` on jobs of `action_type` in `target`;
+    /// allowed when no policy is configured.
     pub fn authorize(
         &self,
         caller: &Caller,
         verb: Verb,
         action_type: &ActionTypeId,
+        target: &str,
     ) -> Result<(), Refusal> {
         match &self.policy {
-            Some(policy) if !policy.current().allows(&caller.identity, verb, action_type) => {
+            Some(policy)
+                if !policy
+                    .current()
+                    .allows(&caller.identity, verb, action_type, target) =>
+            {
                 Err(Refusal::NotAuthorized {
                     action_type: ShowActionType(action_type).to_string(),
                 })

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use aws_config::{AppName, BehaviorVersion, Region};
+use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::{Credentials, provider::error::CredentialsError};
 use aws_sdk_codepipeline::{
     Client,
@@ -50,7 +50,7 @@ const CREDENTIALS_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 /// A client for real AWS: region, credentials and endpoint come from the
 /// standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, IRSA, Pod Identity, ...).
 /// Start-up fails here, naming the chain, when it yields no credentials.
-pub async fn client_from_environment() -> Result<Client, String> {
+pub async fn config_from_environment() -> Result<SdkConfig, String> {
     let config = sdk_config_loader().load().await;
     if config.region().is_none() {
         return Err(
@@ -58,7 +58,7 @@ pub async fn client_from_environment() -> Result<Client, String> {
         );
     }
     check_credentials(&config).await?;
-    Ok(Client::new(&config))
+    Ok(config)
 }
 
 /// Resolves credentials once, so a pod without them fails at start-up rather
@@ -104,31 +104,30 @@ async fn check_credentials(config: &aws_config::SdkConfig) -> Result<(), String>
 
 /// A client for a CodePipeline emulator: the same SDK path (SigV4 signing,
 /// AWS JSON 1.1 over HTTP), with static credentials and an explicit endpoint.
-pub async fn client_for_endpoint(
+pub async fn config_for_endpoint(
     endpoint_url: &str,
     region: &str,
     access_key_id: &str,
     secret_access_key: &str,
-) -> Client {
+) -> SdkConfig {
     let credentials = Credentials::new(access_key_id, secret_access_key, None, None, "static");
-    let config = sdk_config_loader()
+    sdk_config_loader()
         .endpoint_url(endpoint_url)
         .region(Region::new(region.to_owned()))
         .credentials_provider(credentials)
         .load()
-        .await;
-    Client::new(&config)
+        .await
 }
 
 /// A client for an emulator started in this process (dev mode, tests and the
 /// benchmark); `secret` replaces the emulator's secret key, to provoke
 /// signature failures.
-pub async fn client_for_emulator(
+pub async fn config_for_emulator(
     emulator: &codepipeline_emulator::Emulator,
     secret: Option<&str>,
-) -> Client {
+) -> SdkConfig {
     let config = emulator.config();
-    client_for_endpoint(
+    config_for_endpoint(
         &emulator.endpoint_url(),
         &config.region,
         &config.access_key_id,
@@ -174,27 +173,38 @@ pub fn with_bounded_pool(client: &Client, max_idle: usize) -> Client {
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client,
+    /// The target this client reaches, for metrics and errors.
+    target: &'static str,
     attempt_timeout: Duration,
     upstream: Arc<Semaphore>,
     metrics: Arc<Metrics>,
-    identity: Arc<IdentityWatch>,
+    /// The default target's answers tell readiness whether AWS accepts the
+    /// gateway's own identity; another target's refusal is that target's.
+    identity: Option<Arc<IdentityWatch>>,
 }
 
 impl Forwarder {
     pub fn new(
         client: Client,
+        target: &'static str,
         attempt_timeout: Duration,
-        max_concurrency: usize,
+        upstream: Arc<Semaphore>,
         metrics: Arc<Metrics>,
-        identity: Arc<IdentityWatch>,
+        identity: Option<Arc<IdentityWatch>>,
     ) -> Self {
+        let max_idle = upstream.available_permits();
         Forwarder {
-            client: with_bounded_pool(&client, max_concurrency),
+            client: with_bounded_pool(&client, max_idle),
+            target,
             attempt_timeout,
-            upstream: Arc::new(Semaphore::new(max_concurrency)),
+            upstream,
             metrics,
             identity,
         }
+    }
+
+    pub fn target(&self) -> &'static str {
+        self.target
     }
 
     async fn attempt<O: Operation>(
@@ -246,8 +256,11 @@ impl Forwarder {
         };
         call.progress
             .attempt_ended(result.as_ref().is_err_and(|e| e.outcome_unknown));
-        self.metrics
-            .record_attempt(O::ID.name(), result.as_ref().err().map(|e| e.kind));
+        self.metrics.record_attempt(
+            self.target,
+            O::ID.name(),
+            result.as_ref().err().map(|e| e.kind),
+        );
         if !span.is_disabled() {
             let kind = result.as_ref().err().map(|e| e.kind);
             span.record("aws.outcome", crate::metrics::attempt_outcome(kind));
@@ -263,10 +276,13 @@ impl Forwarder {
                 span.record("aws.request_id", request_id);
             }
         }
-        self.identity.observe(Verdict::of(&result)).await;
+        if let Some(identity) = &self.identity {
+            identity.observe(Verdict::of(&result)).await;
+        }
         // This attempt started: the retry layer counts it.
         result.map_err(|mut error| {
             error.attempts = 1;
+            error.target = Some(self.target);
             error
         })
     }
@@ -440,7 +456,7 @@ fn has_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The error and its sources on one line, for logs and INTERNAL details.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut current = error.source();
     while let Some(e) = current {

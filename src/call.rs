@@ -230,6 +230,12 @@ pub struct CallError {
     pub outcome_unknown: bool,
     /// When a retry would make sense, how long to wait first.
     pub retry_after: Option<Duration>,
+    /// The target the call went to (once an attempt was made).
+    pub target: Option<&'static str>,
+    /// The call named no target and this replica did not know the job's, so
+    /// it went to the default target: a job not found there may belong to
+    /// another.
+    pub job_may_be_elsewhere: bool,
 }
 
 impl CallError {
@@ -242,6 +248,8 @@ impl CallError {
             earlier_attempt_may_have_applied: false,
             outcome_unknown: false,
             retry_after: None,
+            target: None,
+            job_may_be_elsewhere: false,
         }
     }
 

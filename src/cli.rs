@@ -144,6 +144,12 @@ pub struct GatewayArgs {
     /// Secret). Third-party calls that omit clientToken get it from here. Off when unset.
     #[arg(long, env = "CPGW_CLIENT_TOKENS_FILE")]
     pub client_tokens_file: Option<std::path::PathBuf>,
+    /// Targets: a YAML or JSON file naming the other AWS accounts and regions to forward to
+    /// (`{targets: [{name, region, roleArn?, externalId?, sessionName?, endpointUrl?,
+    /// actionTypes?}]}`, e.g. a ConfigMap), each reached by assuming its role. Read at
+    /// start. Unset: only the gateway's own identity and region (the target "default").
+    #[arg(long, env = "CPGW_TARGETS_FILE")]
+    pub targets_file: Option<std::path::PathBuf>,
     /// How often the client-token file is checked for changes.
     #[arg(long, env = "CPGW_CLIENT_TOKENS_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_tokens_reload: Duration,

@@ -34,6 +34,8 @@ pub struct Config {
     /// Serving on while health reports NOT_SERVING, before the drain.
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+    /// The AWS accounts and regions besides the gateway's own.
+    pub targets: Vec<crate::targets::TargetSpec>,
     /// The partner client-token map, if the operator configured one.
     pub client_tokens: Option<ClientTokenSettings>,
     /// Who may call, and what each caller may do.
@@ -158,6 +160,7 @@ impl TryFrom<&GatewayArgs> for Config {
             shutdown_delay,
             shutdown_grace,
             log_format: _,
+            targets_file,
             client_tokens_file,
             client_tokens_reload,
             auth_tokens_file,
@@ -176,6 +179,11 @@ impl TryFrom<&GatewayArgs> for Config {
             tls_key_file,
             tls_client_ca_file,
         } = args.clone();
+        let targets = match &targets_file {
+            Some(path) => crate::targets::load(path)
+                .map_err(|e| bad("targets-file", "CPGW_TARGETS_FILE", e))?,
+            None => Vec::new(),
+        };
         let tls = match (tls_cert_file, tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(TlsSettings {
                 cert_file,
@@ -427,6 +435,7 @@ impl TryFrom<&GatewayArgs> for Config {
             upstream_concurrency: upstream_concurrency as usize,
             shutdown_delay,
             shutdown_grace,
+            targets,
             client_tokens: client_tokens_file.map(|path| ClientTokenSettings {
                 path,
                 reload_interval: client_tokens_reload,

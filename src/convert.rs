@@ -119,6 +119,8 @@ pub fn job_from(job: &types::Job) -> v1::Job {
         data: job.data().map(|d| job_data_from!(d)),
         nonce: text(job.nonce()),
         account_id: text(job.account_id()),
+        // Filled in by the gateway, which knows where it polled.
+        target: String::new(),
     }
 }
 
@@ -134,6 +136,7 @@ pub fn third_party_job_from(job: &types::ThirdPartyJob) -> v1::ThirdPartyJob {
     v1::ThirdPartyJob {
         client_id: text(job.client_id()),
         job_id: text(job.job_id()),
+        target: String::new(),
     }
 }
 

@@ -31,6 +31,8 @@ pub mod metadata {
     pub const OUTCOME_UNKNOWN: &str = "outcomeUnknown";
     pub const ACTION_TYPE: &str = "actionType";
     pub const IDENTITY: &str = "identity";
+    pub const TARGET: &str = "target";
+    pub const JOB_MAY_BELONG_TO_ANOTHER_TARGET: &str = "jobMayBelongToAnotherTarget";
 }
 
 /// A call refused before anything was sent to AWS: `UNAUTHENTICATED` (no,
@@ -262,6 +264,15 @@ pub fn call_error_status(error: &CallError, retry_delay: Option<Duration>) -> St
     if error.outcome_unknown {
         meta.insert(metadata::OUTCOME_UNKNOWN.to_owned(), "true".to_owned());
     }
+    if let Some(target) = error.target {
+        meta.insert(metadata::TARGET.to_owned(), target.to_owned());
+    }
+    if error.job_may_be_elsewhere {
+        meta.insert(
+            metadata::JOB_MAY_BELONG_TO_ANOTHER_TARGET.to_owned(),
+            "true".to_owned(),
+        );
+    }
 
     let mut details = ErrorDetails::new();
     details.set_error_info(
@@ -272,7 +283,15 @@ pub fn call_error_status(error: &CallError, retry_delay: Option<Duration>) -> St
     if let Some(delay) = retry_delay {
         details.set_retry_info(Some(delay));
     }
-    Status::with_error_details(code_for(error.kind), message_for(error), details)
+    let mut message = message_for(error);
+    if error.job_may_be_elsewhere {
+        message.push_str(
+            "; the call named no target and this replica does not know the job's, so it went \
+             to the gateway's own account (target \"default\"): the job may belong to another \
+             target. Send the target its poll answered with.",
+        );
+    }
+    Status::with_error_details(code_for(error.kind), message, details)
 }
 
 #[cfg(test)]

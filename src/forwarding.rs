@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::sync::Semaphore;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::{
@@ -25,30 +26,46 @@ pub struct ForwardingStack {
     forwarder: Forwarder,
 }
 
+/// What every target's stack shares, or is built alike from.
+#[derive(Clone)]
+pub struct StackSettings {
+    pub rate_limit: RateLimitSettings,
+    pub retry: RetrySettings,
+    pub attempt_timeout: Duration,
+    /// Attempts in flight at once, over all targets: one bound on the
+    /// replica's connections to AWS.
+    pub upstream: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl ForwardingStack {
+    /// The stack of one target: its own rate limit and retry budget.
     pub fn new(
         client: aws_sdk_codepipeline::Client,
-        rate_limit: RateLimitSettings,
-        retry: RetrySettings,
-        attempt_timeout: Duration,
-        upstream_concurrency: usize,
-        metrics: Arc<Metrics>,
-        identity: Arc<IdentityWatch>,
+        target: &'static str,
+        settings: &StackSettings,
+        identity: Option<Arc<IdentityWatch>>,
     ) -> Self {
+        let StackSettings {
+            rate_limit,
+            retry,
+            attempt_timeout,
+            upstream,
+            metrics,
+        } = settings.clone();
         ForwardingStack {
             rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(
                 rate_limit,
                 metrics.clone(),
             ))),
             retry: RetryPolicy::new(retry, shared_budget(), metrics.clone()),
-            forwarder: Forwarder::new(
-                client,
-                attempt_timeout,
-                upstream_concurrency,
-                metrics,
-                identity,
-            ),
+            forwarder: Forwarder::new(client, target, attempt_timeout, upstream, metrics, identity),
         }
+    }
+
+    /// The target this stack forwards to.
+    pub fn target(&self) -> &'static str {
+        self.forwarder.target()
     }
 
     /// Sends one call through the whole stack.

@@ -44,6 +44,7 @@ mod run;
 pub mod server;
 pub mod service;
 pub mod subscriptions;
+pub mod targets;
 pub mod tls;
 pub mod traces;
 pub mod validation;

@@ -31,6 +31,8 @@ const CAPPED_TARGETS: &[&str] = &[
     "aws_runtime",
     "aws_sdk_codepipeline",
     "aws_config",
+    // STS answers carry the credentials of every target's role.
+    "aws_sdk_sts",
     "hyper",
     "hyper_util",
     "h2",

@@ -60,6 +60,7 @@ struct MethodLabels {
 struct AttemptLabels {
     method: &'static str,
     outcome: &'static str,
+    target: &'static str,
 }
 
 /// 5 ms .. ~41 s: from a fast AWS answer to a call that waited out retries.
@@ -198,7 +199,7 @@ impl Metrics {
             "aws_attempts",
             "Requests sent to CodePipeline, retries included, by outcome: ok, client_error, \
              throttled, server_error, transport_error, timeout, misconfigured, no_credentials \
-             (nothing was sent), unexpected",
+             (nothing was sent), unexpected; by target (the AWS account and region)",
             aws_attempts.clone(),
         );
         let rate_limits = Family::<MethodLabels, Gauge<f64, AtomicU64>>::default();
@@ -301,6 +302,7 @@ impl Metrics {
             aws_attempts,
         };
         metrics.start_known_series_at_zero();
+        metrics.add_target(crate::targets::DEFAULT_TARGET);
         metrics
     }
 
@@ -325,12 +327,6 @@ impl Metrics {
         for operation in OperationId::ALL {
             let method = operation.name();
             let labels = MethodLabels { method };
-            for outcome in ATTEMPT_OUTCOMES {
-                drop(
-                    self.aws_attempts
-                        .get_or_create(&AttemptLabels { method, outcome }),
-                );
-            }
             for reason in Refusal::LABELS {
                 drop(
                     self.refusals
@@ -393,13 +389,33 @@ impl Metrics {
     }
 
     /// Records one attempt that was sent to AWS, by how it ended.
-    pub fn record_attempt(&self, method: &'static str, error: Option<ErrorKind>) {
+    pub fn record_attempt(
+        &self,
+        target: &'static str,
+        method: &'static str,
+        error: Option<ErrorKind>,
+    ) {
         self.aws_attempts
             .get_or_create(&AttemptLabels {
                 method,
                 outcome: attempt_outcome(error),
+                target,
             })
             .inc();
+    }
+
+    /// Starts a target's attempt series at zero, so that rates and alerts
+    /// see it before its first call.
+    pub fn add_target(&self, target: &'static str) {
+        for operation in OperationId::ALL {
+            for outcome in ATTEMPT_OUTCOMES {
+                drop(self.aws_attempts.get_or_create(&AttemptLabels {
+                    method: operation.name(),
+                    outcome,
+                    target,
+                }));
+            }
+        }
     }
 
     /// Records how long an attempt waited for its rate-limit token.
@@ -642,7 +658,7 @@ mod tests {
         }
         let text = Metrics::new().encode();
         for line in [
-            r#"cpgw_aws_attempts_total{method="PutJobFailureResult",outcome="misconfigured"} 0"#,
+            r#"cpgw_aws_attempts_total{method="PutJobFailureResult",outcome="misconfigured",target="default"} 0"#,
             r#"grpc_server_handled_total{grpc_type="unary",grpc_service="codepipeline_gateway.v1.JobWorkerService",grpc_method="PollForJobs",grpc_code="Unavailable"} 0"#,
             r#"cpgw_auth_refusals_total{method="AcknowledgeJob",reason="not_authorized"} 0"#,
             r#"cpgw_connections_closed_total{reason="handshake_timeout"} 0"#,

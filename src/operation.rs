@@ -163,6 +163,10 @@ pub trait Operation: Send + Sync + 'static {
     /// The gRPC response message.
     type Response;
 
+    /// The request's `target` field: which AWS account and region it names
+    /// (empty: the gateway chooses).
+    fn requested_target(request: &Self::Request) -> &str;
+
     /// Checks every constraint of the model, reporting every bad field at once.
     fn validate(request: Self::Request) -> Result<Self::Checked, InvalidRequest>;
 
@@ -184,6 +188,10 @@ pub trait Operation: Send + Sync + 'static {
     fn may_repeat_after_unknown_outcome(_valid: &Self::Valid) -> bool {
         true
     }
+
+    /// Tells each job of a poll answer which target it came from (nothing
+    /// for other operations).
+    fn mark_target(_output: &mut Self::Output, _target: &'static str) {}
 
     /// The jobs a poll answer handed out (none for other operations).
     fn polled(_output: &Self::Output) -> Vec<PolledJob<'_>> {

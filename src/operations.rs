@@ -110,6 +110,10 @@ impl Operation for PollForJobs {
     type Output = Vec<v1::Job>;
     type Response = v1::PollForJobsResponse;
 
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
+
     fn validate(r: Self::Request) -> Result<Poll, InvalidRequest> {
         let mut check = Checker::default();
         let action_type_id =
@@ -149,6 +153,12 @@ impl Operation for PollForJobs {
         }
     }
 
+    fn mark_target(jobs: &mut Self::Output, target: &'static str) {
+        for job in jobs {
+            job.target = target.to_owned();
+        }
+    }
+
     fn polled(jobs: &Self::Output) -> Vec<PolledJob<'_>> {
         jobs.iter()
             .map(|job| PolledJob {
@@ -169,6 +179,10 @@ impl Operation for AcknowledgeJob {
     type Valid = Claim;
     type Output = v1::JobStatus;
     type Response = v1::AcknowledgeJobResponse;
+
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
 
     fn validate(r: Self::Request) -> Result<Claim, InvalidRequest> {
         let mut check = Checker::default();
@@ -218,6 +232,10 @@ impl Operation for GetJobDetails {
     type Output = Option<v1::JobDetails>;
     type Response = v1::GetJobDetailsResponse;
 
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
+
     fn validate(r: Self::Request) -> Result<JobRef, InvalidRequest> {
         let mut check = Checker::default();
         let job_id = check.job_id("jobId", r.job_id);
@@ -257,6 +275,10 @@ impl Operation for PutJobSuccessResult {
     type Valid = CustomSuccess;
     type Output = ();
     type Response = v1::PutJobSuccessResultResponse;
+
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
 
     fn validate(r: Self::Request) -> Result<CustomSuccess, InvalidRequest> {
         let mut check = Checker::default();
@@ -319,6 +341,10 @@ impl Operation for PutJobFailureResult {
     type Output = ();
     type Response = v1::PutJobFailureResultResponse;
 
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
+
     fn validate(r: Self::Request) -> Result<CustomFailure, InvalidRequest> {
         let mut check = Checker::default();
         let job_id = check.job_id("jobId", r.job_id);
@@ -376,6 +402,10 @@ impl Operation for PollForThirdPartyJobs {
     type Output = Vec<v1::ThirdPartyJob>;
     type Response = v1::PollForThirdPartyJobsResponse;
 
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
+
     fn validate(r: Self::Request) -> Result<Poll, InvalidRequest> {
         let mut check = Checker::default();
         let action_type_id = check.action_type_id(
@@ -420,6 +450,12 @@ impl Operation for PollForThirdPartyJobs {
         }
     }
 
+    fn mark_target(jobs: &mut Self::Output, target: &'static str) {
+        for job in jobs {
+            job.target = target.to_owned();
+        }
+    }
+
     fn polled(jobs: &Self::Output) -> Vec<PolledJob<'_>> {
         jobs.iter()
             .map(|job| PolledJob {
@@ -441,6 +477,10 @@ impl Operation for AcknowledgeThirdPartyJob {
     type Valid = WithToken<String>;
     type Output = v1::JobStatus;
     type Response = v1::AcknowledgeThirdPartyJobResponse;
+
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
 
     fn validate(r: Self::Request) -> Result<Self::Checked, InvalidRequest> {
         let mut check = Checker::default();
@@ -493,6 +533,10 @@ impl Operation for GetThirdPartyJobDetails {
     type Output = Option<v1::ThirdPartyJobDetails>;
     type Response = v1::GetThirdPartyJobDetailsResponse;
 
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
+
     fn validate(r: Self::Request) -> Result<Self::Checked, InvalidRequest> {
         let mut check = Checker::default();
         let job_id = check.partner_job_id(r.job_id);
@@ -542,6 +586,10 @@ impl Operation for PutThirdPartyJobSuccessResult {
     type Valid = WithToken<Success>;
     type Output = ();
     type Response = v1::PutThirdPartyJobSuccessResultResponse;
+
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
 
     fn validate(r: Self::Request) -> Result<Self::Checked, InvalidRequest> {
         let mut check = Checker::default();
@@ -602,6 +650,10 @@ impl Operation for PutThirdPartyJobFailureResult {
     type Valid = WithToken<types::FailureDetails>;
     type Output = ();
     type Response = v1::PutThirdPartyJobFailureResultResponse;
+
+    fn requested_target(r: &Self::Request) -> &str {
+        &r.target
+    }
 
     fn validate(r: Self::Request) -> Result<Self::Checked, InvalidRequest> {
         let mut check = Checker::default();

@@ -8,11 +8,15 @@
 //!     verbs: [poll, acknowledge, get_details, put_result]   # or ["*"]
 //!     actionTypes:
 //!       - {category: Build, owner: Custom, provider: MyBuilder, version: "*"}
+//!     targets: [team-a]     # optional; default ["default"]; ["*"] for all
 //! ```
 //!
-//! A call is allowed when one rule names its caller, its operation's verb
-//! and the action type of its job (for polls: the action type polled). Every
-//! field of an action type must be given; `"*"` matches any value.
+//! A call is allowed when one rule names its caller, its operation's verb,
+//! the action type of its job (for polls: the action type polled) and the
+//! target (AWS account and region) it goes to. Every field of an action type
+//! must be given; `"*"` matches any value. A rule without `targets` covers
+//! only the gateway's own account (`default`), so that adding a target never
+//! widens an existing rule.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -42,6 +46,8 @@ struct Rule {
     identities: Vec<IdentityPattern>,
     verbs: Vec<Verb>,
     action_types: Vec<[Option<String>; 4]>,
+    /// `None`: every target.
+    targets: Option<Vec<String>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +72,8 @@ struct RuleShape {
     identities: Vec<String>,
     verbs: Vec<String>,
     action_types: Vec<ActionTypeShape>,
+    #[serde(default)]
+    targets: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -152,10 +160,26 @@ fn parse(raw: &[u8], path: &Path) -> Result<Policy, String> {
                 one_of("version", &t.version, &[]).map_err(at)?,
             ]);
         }
+        let targets = match rule.targets {
+            None => Some(vec![crate::targets::DEFAULT_TARGET.to_owned()]),
+            Some(names) if names.iter().any(|n| n == "*") => None,
+            Some(names) if names.is_empty() => {
+                return Err(at("targets must name at least one (or be left out)".into()));
+            }
+            Some(names) => {
+                if let Some(bad) = names.iter().find(|n| !crate::targets::is_target_name(n)) {
+                    return Err(at(format!(
+                        "target {bad:?} is not a target name (a-z, 0-9, '-') or \"*\""
+                    )));
+                }
+                Some(names)
+            }
+        };
         rules.push(Rule {
             identities,
             verbs,
             action_types,
+            targets,
         });
     }
     Ok(Policy { rules })
@@ -173,6 +197,17 @@ impl IdentityPattern {
     }
 }
 
+impl Rule {
+    fn covers(&self, identity: &str, verb: Verb, target: &str) -> bool {
+        self.identities.iter().any(|p| p.matches(identity))
+            && self.verbs.contains(&verb)
+            && self
+                .targets
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == target))
+    }
+}
+
 impl Policy {
     /// Whether some rule lets `identity` do `verb` to jobs of some action
     /// type: when none does, a call can be refused without learning its
@@ -183,8 +218,22 @@ impl Policy {
         })
     }
 
-    /// Whether `identity` may do `verb` to jobs of `action_type`.
-    pub fn allows(&self, identity: &str, verb: Verb, action_type: &ActionTypeId) -> bool {
+    /// Whether some rule lets `identity` do `verb` in `target` at all: when
+    /// none does, the gateway reads nothing from that target for it.
+    pub fn may_use(&self, identity: &str, verb: Verb, target: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.covers(identity, verb, target))
+    }
+
+    /// Whether `identity` may do `verb` to jobs of `action_type` in `target`.
+    pub fn allows(
+        &self,
+        identity: &str,
+        verb: Verb,
+        action_type: &ActionTypeId,
+        target: &str,
+    ) -> bool {
         let actual = [
             action_type.category().as_str(),
             action_type.owner().as_str(),
@@ -192,8 +241,7 @@ impl Policy {
             action_type.version(),
         ];
         self.rules.iter().any(|rule| {
-            rule.identities.iter().any(|p| p.matches(identity))
-                && rule.verbs.contains(&verb)
+            rule.covers(identity, verb, target)
                 && rule.action_types.iter().any(|pattern| {
                     pattern
                         .iter()
@@ -268,32 +316,47 @@ rules:
         let deployer = "system:serviceaccount:ops:deployer";
         let partner = "spiffe://example.org/ns/partners/sa/worker";
         for verb in VERBS.iter().copied() {
-            assert!(p.allows(ci, verb, &build), "{verb:?}");
-            assert!(p.allows(deployer, verb, &build), "{verb:?}");
-            assert!(!p.allows(ci, verb, &other_build), "{verb:?}");
-            assert!(!p.allows(ci, verb, &deploy), "{verb:?}");
-            assert!(p.allows(partner, verb, &deploy), "{verb:?}");
-            assert!(!p.allows(partner, verb, &build), "{verb:?}");
+            assert!(p.allows(ci, verb, &build, "default"), "{verb:?}");
+            assert!(p.allows(deployer, verb, &build, "default"), "{verb:?}");
+            assert!(!p.allows(ci, verb, &other_build, "default"), "{verb:?}");
+            assert!(!p.allows(ci, verb, &deploy, "default"), "{verb:?}");
+            assert!(p.allows(partner, verb, &deploy, "default"), "{verb:?}");
+            assert!(!p.allows(partner, verb, &build, "default"), "{verb:?}");
         }
         // Namespace wildcards do not reach other namespaces or the namespace itself.
-        assert!(!p.allows("system:serviceaccount:ci-other:runner", Verb::Poll, &build));
-        assert!(!p.allows("system:serviceaccount:ci:", Verb::Poll, &build));
-        assert!(!p.allows("system:serviceaccount:ops:deployer2", Verb::Poll, &build));
+        assert!(!p.allows(
+            "system:serviceaccount:ci-other:runner",
+            Verb::Poll,
+            &build,
+            "default"
+        ));
+        assert!(!p.allows("system:serviceaccount:ci:", Verb::Poll, &build, "default"));
+        assert!(!p.allows(
+            "system:serviceaccount:ops:deployer2",
+            Verb::Poll,
+            &build,
+            "default"
+        ));
         assert!(p.may_ever(ci, Verb::PutResult));
         assert!(!p.may_ever("system:serviceaccount:web:frontend", Verb::PutResult));
         assert!(p.may_ever("anyone", Verb::GetDetails));
         assert!(!p.may_ever("anyone", Verb::Acknowledge));
         // Anyone may read details of test jobs, and do nothing else with them.
-        assert!(p.allows("anonymous", Verb::GetDetails, &test));
-        assert!(!p.allows("anonymous", Verb::PutResult, &test));
-        assert!(!p.allows("anonymous", Verb::GetDetails, &build));
+        assert!(p.allows("anonymous", Verb::GetDetails, &test, "default"));
+        assert!(!p.allows("anonymous", Verb::PutResult, &test, "default"));
+        assert!(!p.allows("anonymous", Verb::GetDetails, &build, "default"));
     }
 
     #[test]
     fn an_empty_policy_denies_everything() {
         let p = policy("rules: []").unwrap();
         let build = action(ActionCategory::Build, ActionOwner::Custom, "Builder");
-        assert!(!p.allows("system:serviceaccount:ci:runner", Verb::Poll, &build));
+        assert!(!p.allows(
+            "system:serviceaccount:ci:runner",
+            Verb::Poll,
+            &build,
+            "default"
+        ));
     }
 
     #[test]
@@ -334,7 +397,44 @@ rules:
     fn json_is_yaml_too() {
         let p = policy(r#"{"rules": [{"identities": ["a"], "verbs": ["poll"], "actionTypes": [{"category": "*", "owner": "*", "provider": "*", "version": "*"}]}]}"#).unwrap();
         let build = action(ActionCategory::Build, ActionOwner::Custom, "Builder");
-        assert!(p.allows("a", Verb::Poll, &build));
-        assert!(!p.allows("a", Verb::PutResult, &build));
+        assert!(p.allows("a", Verb::Poll, &build, "default"));
+        assert!(!p.allows("a", Verb::PutResult, &build, "default"));
+    }
+
+    #[test]
+    fn targets_are_part_of_a_rule_and_default_to_the_gateways_own() {
+        let p = policy(
+            r#"
+rules:
+  - identities: ["team-a"]
+    verbs: ["*"]
+    actionTypes: [{category: "*", owner: "*", provider: "*", version: "*"}]
+    targets: [team-a]
+  - identities: ["old"]
+    verbs: ["*"]
+    actionTypes: [{category: "*", owner: "*", provider: "*", version: "*"}]
+  - identities: ["ops"]
+    verbs: [poll]
+    actionTypes: [{category: "*", owner: "*", provider: "*", version: "*"}]
+    targets: ["*"]
+"#,
+        )
+        .unwrap();
+        let build = action(ActionCategory::Build, ActionOwner::Custom, "Builder");
+        assert!(p.allows("team-a", Verb::Poll, &build, "team-a"));
+        assert!(!p.allows("team-a", Verb::Poll, &build, "team-b"));
+        assert!(!p.allows("team-a", Verb::Poll, &build, "default"));
+        assert!(p.allows("old", Verb::PutResult, &build, "default"));
+        assert!(!p.allows("old", Verb::PutResult, &build, "team-a"));
+        assert!(p.allows("ops", Verb::Poll, &build, "team-b"));
+        assert!(!p.may_use("team-a", Verb::GetDetails, "team-b"));
+        assert!(p.may_use("team-a", Verb::GetDetails, "team-a"));
+        for (bad, says) in [("[]", "at least one"), ("[Team]", "not a target name")] {
+            let text = format!(
+                "rules: [{{identities: [a], verbs: [poll], actionTypes: [{{category: '*', owner: '*', provider: '*', version: '*'}}], targets: {bad}}}]"
+            );
+            let error = policy(&text).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }

@@ -50,9 +50,9 @@ impl Cli {
 
 async fn serve(args: GatewayArgs) -> Result<(), String> {
     let settings = Config::try_from(&args).map_err(|e| e.to_string())?;
-    let client = aws::client_from_environment().await?;
+    let base = aws::config_from_environment().await?;
     let stop = StopSignals::install()?;
-    let gateway = Gateway::start(settings, client)
+    let gateway = Gateway::start(settings, base)
         .await
         .map_err(|e| e.to_string())?;
     run_until_signal(gateway, stop).await
@@ -85,8 +85,8 @@ async fn dev(args: DevArgs) -> Result<(), String> {
             args.emulator_listen
         )
     })?;
-    let client = aws::client_for_emulator(&emulator, None).await;
-    let gateway = Gateway::start(settings, client)
+    let base = aws::config_for_emulator(&emulator, None).await;
+    let gateway = Gateway::start(settings, base)
         .await
         .map_err(|e| e.to_string())?;
     let jobs = [

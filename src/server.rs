@@ -13,7 +13,7 @@ use crate::{
     },
     client_tokens::ClientTokens,
     config::{AccessSettings, Config, JwksLocation},
-    forwarding::ForwardingStack,
+    forwarding::{ForwardingStack, StackSettings},
     identity::{IdentityWatch, Readiness},
     metrics::Metrics,
     policy::PolicyFile,
@@ -22,6 +22,7 @@ use crate::{
         v1::job_worker_service_server::JobWorkerServiceServer,
     },
     service::{Bounds, JobWorker},
+    targets::{DEFAULT_TARGET, Targets},
     tls::TlsFiles,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -68,10 +69,20 @@ pub struct Gateway {
 
 impl Gateway {
     /// Binds both ports and starts serving; returns once the ports are bound.
-    pub async fn start(
-        settings: Config,
-        client: aws_sdk_codepipeline::Client,
-    ) -> std::io::Result<Gateway> {
+    /// `base` is the gateway's own AWS configuration (identity, region,
+    /// endpoint): the default target's, and what other targets' roles are
+    /// assumed with.
+    pub async fn start(settings: Config, base: aws_config::SdkConfig) -> std::io::Result<Gateway> {
+        let client = aws_sdk_codepipeline::Client::new(&base);
+        // Each target's first credentials before anything listens: a role
+        // the gateway cannot assume fails start-up, naming the target.
+        let mut target_clients = Vec::with_capacity(settings.targets.len());
+        for spec in &settings.targets {
+            let target_client = crate::targets::client_for(spec, &base)
+                .await
+                .map_err(std::io::Error::other)?;
+            target_clients.push((spec.clone(), target_client));
+        }
         let listener = bind(settings.listen, "--listen").await?;
         let admin_listener = bind(settings.admin_listen, "--admin-listen").await?;
         let grpc_addr = listener.local_addr()?;
@@ -119,16 +130,34 @@ impl Gateway {
         readiness.start().await;
         let identity = Arc::new(IdentityWatch::new(readiness.clone()));
         identity.probe(client.clone(), stopped.clone());
+        let stack_settings = StackSettings {
+            rate_limit: settings.rate_limit,
+            retry: settings.retry.clone(),
+            attempt_timeout: settings.attempt_timeout,
+            upstream: Arc::new(tokio::sync::Semaphore::new(settings.upstream_concurrency)),
+            metrics: metrics.clone(),
+        };
+        let default_stack =
+            ForwardingStack::new(client, DEFAULT_TARGET, &stack_settings, Some(identity));
+        let others = target_clients
+            .into_iter()
+            .map(|(spec, target_client)| {
+                // The stack wants the name for the process's life: leaked
+                // once per configured target.
+                let name: &'static str = Box::leak(spec.name.clone().into_boxed_str());
+                let stack = ForwardingStack::new(target_client, name, &stack_settings, None);
+                (spec, stack)
+            })
+            .collect();
+        let targets = Arc::new(Targets::new(default_stack, others));
+        for name in targets.names() {
+            metrics.add_target(name);
+        }
+        if targets.several() {
+            tracing::info!(targets = ?targets, "forwarding to several targets");
+        }
         let job_worker = JobWorker::new(
-            ForwardingStack::new(
-                client,
-                settings.rate_limit,
-                settings.retry.clone(),
-                settings.attempt_timeout,
-                settings.upstream_concurrency,
-                metrics.clone(),
-                identity,
-            ),
+            targets,
             metrics.clone(),
             Bounds {
                 default_deadline: settings.default_deadline,

@@ -22,7 +22,6 @@ use crate::{
     connections::HeadersArrived,
     deadline::deadline_for,
     error::{call_error_status, invalid_request_status, refusal_status},
-    forwarding::ForwardingStack,
     metrics::{Metrics, code_name},
     operation::{Delivery, Operation, Resolve, Subject},
     operations as op,
@@ -33,12 +32,13 @@ use crate::{
     replay::{Deliveries, Fingerprint},
     retry::{RetrySettings, suggested_retry_delay},
     subscriptions::{CustomJobs, FeedContext, JobStream, PartnerJobs, Subscriptions},
+    targets::{Chosen, Target, Targets},
     traces,
-    validation::Checker,
+    validation::{Checker, InvalidRequest},
 };
 
 pub struct JobWorker {
-    stack: ForwardingStack,
+    targets: Arc<Targets>,
     metrics: Arc<Metrics>,
     default_deadline: Duration,
     /// One permit per call in flight; none left means shed the call.
@@ -61,6 +61,8 @@ struct Record {
     /// For acknowledgements and results of an authenticated caller: the
     /// request's digest, to answer an identical repeat from memory.
     fingerprint: Option<Fingerprint>,
+    /// The target the call went to, once chosen.
+    target: Option<&'static str>,
 }
 
 type Outcome<T> = Result<CallSuccess<T>, (Status, Option<CallError>)>;
@@ -85,7 +87,7 @@ const SHED_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 impl JobWorker {
     pub fn new(
-        stack: ForwardingStack,
+        targets: Arc<Targets>,
         metrics: Arc<Metrics>,
         bounds: Bounds,
         retry: RetrySettings,
@@ -93,7 +95,7 @@ impl JobWorker {
         access: Arc<Access>,
     ) -> Self {
         let subscriptions = Subscriptions::new(FeedContext {
-            stack: stack.clone(),
+            targets: targets.clone(),
             metrics: metrics.clone(),
             access: access.clone(),
             client_tokens: client_tokens.clone(),
@@ -103,7 +105,7 @@ impl JobWorker {
         });
         JobWorker {
             subscriptions,
-            stack,
+            targets,
             metrics,
             default_deadline: bounds.default_deadline,
             in_flight: Arc::new(Semaphore::new(bounds.max_calls_in_flight)),
@@ -160,6 +162,7 @@ impl JobWorker {
             job_id: None,
             action_type: None,
             fingerprint: None,
+            target: None,
         };
         // Load shedding: refused before any work, so an overload costs little.
         let Ok(_in_flight) = self.in_flight.clone().try_acquire_owned() else {
@@ -187,9 +190,20 @@ impl JobWorker {
         {
             self.deliveries.remember::<O>(job_id, fingerprint, &success);
         }
+        let mut success = success;
+        // Said only where there is a choice: a gateway of one account
+        // answers as before.
+        if let Some(target) = record.target
+            && self.targets.several()
+        {
+            O::mark_target(&mut success.output, target);
+        }
         for job in O::polled(&success.output) {
             if let Some(action_type) = &record.action_type {
                 self.access.remember_job_type(job.job_id, action_type);
+            }
+            if let Some(target) = record.target {
+                self.targets.remember(job.job_id, target);
             }
             if let (Some(map), Some(client_id)) = (&self.client_tokens, job.client_id) {
                 map.remember(job.job_id, client_id);
@@ -227,12 +241,17 @@ impl JobWorker {
         record.fingerprint = O::VERB
             .changes_state()
             .then(|| Fingerprint::of::<O>(request.get_ref()));
+        let requested_target = O::requested_target(request.get_ref()).to_owned();
         let checked = match O::validate(request.into_inner()) {
             Ok(checked) => checked,
             Err(invalid) => return Err((invalid_request_status(&invalid), None)),
         };
         let subject = O::subject(&checked);
         record.job_id = subject.job_id.map(str::to_owned);
+        let (target, chosen) = self
+            .choose_target(&requested_target, &subject)
+            .map_err(|invalid| (invalid_request_status(&invalid), None))?;
+        record.target = Some(target.name);
         // The job's type decides the policy and goes into the audit event;
         // a plain read without a policy needs neither.
         let needs_type = self.access.has_policy() || O::VERB.changes_state();
@@ -248,13 +267,20 @@ impl JobWorker {
                 if let Err(refusal) = self.access.authorize_verb(&caller, O::VERB) {
                     return refuse(refusal, record);
                 }
+                // The target first: a caller may not make the gateway
+                // read a job from an account it may not use.
+                if let Err(refusal) = self.access.authorize_target(&caller, O::VERB, target.name) {
+                    return refuse(refusal, record);
+                }
                 record.action_type = Some(
-                    self.look_up_job_type(&subject, record.method, deadline)
+                    self.look_up_job_type(&target, chosen, &subject, record.method, deadline)
                         .await?,
                 );
             }
             if let Some(action_type) = &record.action_type
-                && let Err(refusal) = self.access.authorize(&caller, O::VERB, action_type)
+                && let Err(refusal) =
+                    self.access
+                        .authorize(&caller, O::VERB, action_type, target.name)
             {
                 return refuse(refusal, record);
             }
@@ -272,7 +298,43 @@ impl JobWorker {
             self.metrics.record_replay(record.method);
             return Ok(replay);
         }
-        self.forward::<O>(Call::new(valid, deadline)).await
+        self.forward::<O>(&target, chosen, Call::new(valid, deadline))
+            .await
+    }
+
+    /// The target a call goes to: the one it names, else for a poll the one
+    /// configured for its action type, for a job the one this replica
+    /// remembers, else the default.
+    fn choose_target(
+        &self,
+        requested: &str,
+        subject: &Subject<'_>,
+    ) -> Result<(Arc<Target>, Chosen), InvalidRequest> {
+        let unknown = || {
+            let mut check = Checker::default();
+            check.violation(
+                "target",
+                if crate::targets::is_target_name(requested) {
+                    "no target of this name is configured on the gateway".to_owned()
+                } else {
+                    "a target name is 1-63 characters of a-z, 0-9 and '-'".to_owned()
+                },
+            );
+            check.finish(|| None::<()>).unwrap_err()
+        };
+        match (subject.action_type, subject.job_id) {
+            (Some(action_type), _) => self
+                .targets
+                .for_poll(requested, action_type)
+                .map(|t| (t.clone(), Chosen::Named))
+                .map_err(|_| unknown()),
+            (None, Some(job_id)) => self
+                .targets
+                .for_job(requested, job_id)
+                .map(|(t, chosen)| (t.clone(), chosen))
+                .map_err(|_| unknown()),
+            (None, None) => Ok((self.targets.default_target().clone(), Chosen::Fallback)),
+        }
     }
 
     /// A job's action type from AWS, for a replica that did not answer the
@@ -280,6 +342,8 @@ impl JobWorker {
     /// same stack (rate limit, retries, deadline), remembered afterwards.
     async fn look_up_job_type(
         &self,
+        target: &Target,
+        chosen: Chosen,
         subject: &Subject<'_>,
         method: &'static str,
         deadline: Instant,
@@ -289,12 +353,16 @@ impl JobWorker {
         let (found, owner, read_by) = match subject.partner_token {
             None => {
                 let details = self
-                    .forward::<op::GetJobDetails>(Call::new(
-                        op::JobRef {
-                            job_id: job_id.clone(),
-                        },
-                        deadline,
-                    ))
+                    .forward::<op::GetJobDetails>(
+                        target,
+                        chosen,
+                        Call::new(
+                            op::JobRef {
+                                job_id: job_id.clone(),
+                            },
+                            deadline,
+                        ),
+                    )
                     .await?;
                 let found = details.output.and_then(|d| d.data?.action_type_id);
                 (found, v1::ActionOwner::Custom, "GetJobDetails")
@@ -308,7 +376,11 @@ impl JobWorker {
                 .resolve(self.client_tokens.as_deref())
                 .map_err(|invalid| (invalid_request_status(&invalid), None))?;
                 let details = self
-                    .forward::<op::GetThirdPartyJobDetails>(Call::new(lookup, deadline))
+                    .forward::<op::GetThirdPartyJobDetails>(
+                        target,
+                        chosen,
+                        Call::new(lookup, deadline),
+                    )
                     .await?;
                 let found = details.output.and_then(|d| d.data?.action_type_id);
                 (
@@ -335,6 +407,8 @@ impl JobWorker {
 
     async fn forward<O: Operation>(
         &self,
+        target: &Target,
+        chosen: Chosen,
         call: Call<O>,
     ) -> Result<CallSuccess<O::Output>, (Status, Option<CallError>)> {
         let progress = call.progress.clone();
@@ -343,7 +417,7 @@ impl JobWorker {
         // where it starts (rate-limit admission, retry delays, the upstream
         // slot, each attempt's one timer), so a call runs one timer, not three.
         let result = tokio::select! {
-            result = self.stack.forward(call) => result,
+            result = target.stack.forward(call) => result,
             _ = async { let _ = cut_short.wait_for(|cut| *cut).await; } => {
                 let mut error = CallError::new(
                     ErrorKind::ShuttingDown,
@@ -354,7 +428,10 @@ impl JobWorker {
                 Err(interrupted(error, &progress))
             }
         };
-        result.map_err(|error| {
+        result.map_err(|mut error| {
+            error.job_may_be_elsewhere = chosen == Chosen::Fallback
+                && self.targets.several()
+                && error.kind == ErrorKind::JobNotFound;
             let status = call_error_status(&error, suggested_retry_delay(&error, &self.retry));
             (status, Some(error))
         })

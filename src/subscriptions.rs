@@ -55,11 +55,11 @@ use crate::{
     client_tokens::ClientTokens,
     connections::{ConnectionGoingAway, HeadersArrived},
     error::{call_error_status, invalid_request_status, refusal_status, slow_request_status},
-    forwarding::ForwardingStack,
     metrics::Metrics,
     operation::{Operation, Verb},
     operations as op,
     proto::v1,
+    targets::{Target, Targets},
     validation::{Checker, FieldViolation, InvalidRequest},
 };
 
@@ -108,6 +108,8 @@ pub trait Feed: Send + Sync + 'static {
     type Response: Send + 'static;
 
     fn parts(request: Self::Request) -> Parts;
+    /// Tells a job which target it came from.
+    fn set_target(job: &mut Self::Job, target: &'static str);
     fn job_id(job: &Self::Job) -> &str;
     /// The partner client a job belongs to (partner jobs only).
     fn client_id(job: &Self::Job) -> Option<&str>;
@@ -119,6 +121,7 @@ pub struct Parts {
     pub action_type_id: Option<v1::ActionTypeId>,
     pub query_param: HashMap<String, String>,
     pub credit: i32,
+    pub target: String,
 }
 
 /// `SubscribeJobs`: custom jobs.
@@ -138,7 +141,12 @@ impl Feed for CustomJobs {
             action_type_id: r.action_type_id,
             query_param: r.query_param,
             credit: r.credit,
+            target: r.target,
         }
+    }
+
+    fn set_target(job: &mut v1::Job, target: &'static str) {
+        job.target = target.to_owned();
     }
 
     fn job_id(job: &v1::Job) -> &str {
@@ -171,7 +179,12 @@ impl Feed for PartnerJobs {
             action_type_id: r.action_type_id,
             query_param: HashMap::new(),
             credit: r.credit,
+            target: r.target,
         }
+    }
+
+    fn set_target(job: &mut v1::ThirdPartyJob, target: &'static str) {
+        job.target = target.to_owned();
     }
 
     fn job_id(job: &v1::ThirdPartyJob) -> &str {
@@ -189,7 +202,7 @@ impl Feed for PartnerJobs {
 
 /// What every subscription of the process shares.
 pub struct FeedContext {
-    pub stack: ForwardingStack,
+    pub targets: Arc<Targets>,
     pub metrics: Arc<Metrics>,
     pub access: Arc<Access>,
     pub client_tokens: Option<Arc<ClientTokens>>,
@@ -229,12 +242,15 @@ struct HubInner<F: Feed> {
     next_id: AtomicU64,
 }
 
-/// The action type as shown in logs, and the sorted query parameter.
-type TopicKey = (String, Vec<(String, String)>);
+/// The action type as shown in logs, the sorted query parameter, and the
+/// target polled.
+type TopicKey = (String, Vec<(String, String)>, &'static str);
 
 /// What a subscription's first message asks for.
 #[derive(Debug)]
 struct Subscription {
+    /// The `target` field, resolved once the rest is valid.
+    requested_target: String,
     action_type_id: ActionTypeId,
     query_param: Option<HashMap<String, String>>,
     credit: u32,
@@ -307,10 +323,25 @@ impl<F: Feed> Hub<F> {
         };
         let subscription = subscription::<F>(F::parts(first))
             .map_err(|invalid| invalid_request_status(&invalid))?;
+        let target = context
+            .targets
+            .for_poll(&subscription.requested_target, &subscription.action_type_id)
+            .map_err(|_| {
+                invalid_request_status(&one_violation(
+                    "target",
+                    "no target of this name is configured on the gateway".into(),
+                ))
+            })?
+            .clone();
         if context.access.has_policy() {
             context
                 .access
-                .authorize(&caller, Verb::Poll, &subscription.action_type_id)
+                .authorize(
+                    &caller,
+                    Verb::Poll,
+                    &subscription.action_type_id,
+                    target.name,
+                )
                 .map_err(|refusal| refused(refusal, &caller.identity))?;
         }
         let Ok(slot) = context.slots.clone().try_acquire_owned() else {
@@ -336,6 +367,7 @@ impl<F: Feed> Hub<F> {
         let credit = subscription.credit;
         let topic = self.inner.join(
             subscription,
+            target,
             Subscriber {
                 id,
                 credit,
@@ -376,6 +408,7 @@ fn subscription<F: Feed>(parts: Parts) -> Result<Subscription, InvalidRequest> {
     let credit = credit(&mut check, parts.credit);
     check.finish(|| {
         Some(Subscription {
+            requested_target: parts.target,
             action_type_id: action_type_id?,
             query_param,
             credit: credit?,
@@ -395,6 +428,12 @@ fn more_credit(parts: Parts) -> Result<u32, InvalidRequest> {
     if !parts.query_param.is_empty() {
         check.violation(
             "queryParam",
+            "may only be set in the subscription's first message",
+        );
+    }
+    if !parts.target.is_empty() {
+        check.violation(
+            "target",
             "may only be set in the subscription's first message",
         );
     }
@@ -434,6 +473,7 @@ impl<F: Feed> HubInner<F> {
     fn join(
         self: &Arc<Self>,
         subscription: Subscription,
+        target: Arc<Target>,
         subscriber: Subscriber<F>,
     ) -> Arc<Topic<F>> {
         let mut query: Vec<(String, String)> = subscription
@@ -446,6 +486,7 @@ impl<F: Feed> HubInner<F> {
         let key = (
             ShowActionType(&subscription.action_type_id).to_string(),
             query,
+            target.name,
         );
         let mut topics = self.topics();
         let topic = topics
@@ -453,6 +494,7 @@ impl<F: Feed> HubInner<F> {
             .or_insert_with(|| {
                 Arc::new(Topic {
                     key,
+                    target,
                     action_type_id: subscription.action_type_id,
                     query_param: subscription.query_param,
                     state: Mutex::new(TopicState::default()),
@@ -529,7 +571,7 @@ impl<F: Feed> HubInner<F> {
             !context.access.has_policy()
                 || context
                     .access
-                    .authorize(caller, Verb::Poll, &topic.action_type_id)
+                    .authorize(caller, Verb::Poll, &topic.action_type_id, topic.target.name)
                     .is_ok()
         };
         let (mut delivered, mut held, mut given_up) = (0, 0, 0);
@@ -591,6 +633,7 @@ impl<F: Feed> HubInner<F> {
 /// The subscribers of one action type (and query parameter) on this replica.
 struct Topic<F: Feed> {
     key: TopicKey,
+    target: Arc<Target>,
     action_type_id: ActionTypeId,
     query_param: Option<HashMap<String, String>>,
     state: Mutex<TopicState<F>>,
@@ -892,15 +935,21 @@ async fn poll_for_subscribers<F: Feed>(hub: Arc<HubInner<F>>, topic: Arc<Topic<F
             query_param: topic.query_param.clone(),
         };
         let call = Call::<F::Poll>::new(poll, Instant::now() + context.poll_deadline);
-        match context.stack.forward(call).await {
+        match topic.target.stack.forward(call).await {
             Ok(success) => {
                 error_interval = MIN_ERROR_INTERVAL;
-                let jobs = success.output;
+                let mut jobs = success.output;
+                let target = topic.target.name;
                 let got = jobs.len() as u32;
                 context
                     .metrics
                     .record_feed_poll(F::KIND, if got == 0 { "empty" } else { "jobs" });
-                for job in &jobs {
+                let several = context.targets.several();
+                for job in &mut jobs {
+                    if several {
+                        F::set_target(job, target);
+                    }
+                    context.targets.remember(F::job_id(job), target);
                     context
                         .access
                         .remember_job_type(F::job_id(job), &topic.action_type_id);
@@ -1016,6 +1065,7 @@ mod tests {
 
     fn parts(credit: i32) -> Parts {
         Parts {
+            target: String::new(),
             action_type_id: None,
             query_param: HashMap::new(),
             credit,

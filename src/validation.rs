@@ -712,6 +712,7 @@ mod tests {
         let poll_partner = |id| {
             fields(check::<op::PollForThirdPartyJobs>(
                 &PollForThirdPartyJobsRequest {
+                    target: String::new(),
                     action_type_id: id,
                     max_batch_size: None,
                 },
@@ -756,6 +757,7 @@ mod tests {
     #[test]
     fn failure_details_are_required_with_type_and_message() {
         let request = |details: Option<FailureDetails>| PutJobFailureResultRequest {
+            target: String::new(),
             job_id: JOB.into(),
             failure_details: details,
         };
@@ -787,6 +789,7 @@ mod tests {
     #[test]
     fn nonce_and_client_id() {
         let ack = |nonce: usize| AcknowledgeJobRequest {
+            target: String::new(),
             job_id: JOB.into(),
             nonce: "n".repeat(nonce),
         };
@@ -794,6 +797,7 @@ mod tests {
         assert!(acknowledge_job(&ack(50)).is_ok());
         assert_eq!(fields(acknowledge_job(&ack(51))), ["nonce"]);
         let details = GetThirdPartyJobDetailsRequest {
+            target: String::new(),
             job_id: "j".into(),
             client_token: "t".into(),
             client_id: "not-a-uuid".into(),
@@ -804,6 +808,7 @@ mod tests {
     #[test]
     fn a_bad_client_token_and_a_bad_client_id_are_both_reported() {
         let details = GetThirdPartyJobDetailsRequest {
+            target: String::new(),
             job_id: "j".into(),
             client_token: "t".repeat(257),
             client_id: "not-a-uuid".into(),

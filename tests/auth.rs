@@ -292,6 +292,7 @@ async fn every_bad_token_is_unauthenticated_and_nothing_reaches_aws() {
         h.client
             .get_job_details(with_bearer(
                 v1::GetJobDetailsRequest {
+                    target: String::new(),
                     job_id: job.job_id.clone(),
                 },
                 &valid,
@@ -316,6 +317,7 @@ async fn a_rotated_signing_key_is_fetched_when_a_token_names_it() {
     let mut h = with_issuer(&issuer).await;
     let job = h.emulator.create_custom_job();
     let details = || v1::GetJobDetailsRequest {
+        target: String::new(),
         job_id: job.job_id.clone(),
     };
     h.client
@@ -453,6 +455,7 @@ async fn the_policy_decides_by_identity_verb_and_the_jobs_action_type_on_every_r
     let ack = |token: &str| {
         with_bearer(
             v1::AcknowledgeJobRequest {
+                target: String::new(),
                 job_id: job.job_id.clone(),
                 nonce: nonce.clone(),
             },
@@ -894,6 +897,7 @@ async fn rs256_tokens_with_keys_found_by_discovery_over_https_with_a_cluster_ca(
         .client
         .get_job_details(with_bearer(
             v1::GetJobDetailsRequest {
+                target: String::new(),
                 job_id: job.job_id.clone(),
             },
             &sign(&claims),
@@ -916,6 +920,7 @@ async fn a_withdrawn_key_stops_vouching_for_tokens_even_cached_ones() {
     let mut h = with_issuer(&issuer).await;
     let job = h.emulator.create_custom_job();
     let details = || v1::GetJobDetailsRequest {
+        target: String::new(),
         job_id: job.job_id.clone(),
     };
     let token = compromised.sign(&claims(CI));
@@ -958,6 +963,7 @@ async fn an_oversized_key_set_is_refused_and_no_token_passes_meanwhile() {
         .client
         .get_job_details(with_bearer(
             v1::GetJobDetailsRequest {
+                target: String::new(),
                 job_id: job.job_id.clone(),
             },
             &key.sign(&claims(CI)),

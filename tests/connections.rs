@@ -116,6 +116,7 @@ async fn call_after_a_ping(
         .body(())
         .unwrap();
     let payload = GetJobDetailsRequest {
+        target: String::new(),
         job_id: "x".repeat(100),
     }
     .encode_to_vec();
@@ -161,6 +162,7 @@ async fn an_answer_does_not_wait_for_a_delayed_acknowledgement() {
         let started = Instant::now();
         let status = no_ping
             .get_job_details(GetJobDetailsRequest {
+                target: String::new(),
                 job_id: "x".repeat(100),
             })
             .await

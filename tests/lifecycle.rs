@@ -119,6 +119,7 @@ async fn custom_lifecycle_poll_ack_details_continue_and_finish() {
     let ack = h
         .client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
         })
@@ -134,6 +135,7 @@ async fn custom_lifecycle_poll_ack_details_continue_and_finish() {
     let details = h
         .client
         .get_job_details(v1::GetJobDetailsRequest {
+            target: String::new(),
             job_id: job.id.clone(),
         })
         .await
@@ -181,6 +183,7 @@ async fn custom_lifecycle_poll_ack_details_continue_and_finish() {
     );
     h.client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: continuation.id.clone(),
             nonce: continuation.nonce.clone(),
         })
@@ -214,6 +217,7 @@ async fn custom_lifecycle_poll_ack_fail() {
         .remove(0);
     h.client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
         })
@@ -222,6 +226,7 @@ async fn custom_lifecycle_poll_ack_fail() {
     let response = h
         .client
         .put_job_failure_result(v1::PutJobFailureResultRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             failure_details: Some(v1::FailureDetails {
                 r#type: FailureType::ConfigurationError.into(),
@@ -308,6 +313,7 @@ async fn partner_lifecycle_with_the_client_token_map_needs_no_secret() {
     let polled = h
         .client
         .poll_for_third_party_jobs(v1::PollForThirdPartyJobsRequest {
+            target: String::new(),
             action_type_id: Some(partner_type()),
             max_batch_size: Some(2),
         })
@@ -317,6 +323,7 @@ async fn partner_lifecycle_with_the_client_token_map_needs_no_secret() {
     assert_eq!(
         polled.jobs,
         [v1::ThirdPartyJob {
+            target: String::new(),
             client_id: created.client_id.clone().unwrap(),
             job_id: created.job_id.clone()
         }]
@@ -366,6 +373,7 @@ async fn partner_lifecycle_with_the_client_token_map_needs_no_secret() {
     let next = h
         .client
         .poll_for_third_party_jobs(v1::PollForThirdPartyJobsRequest {
+            target: String::new(),
             action_type_id: Some(partner_type()),
             max_batch_size: None,
         })
@@ -445,6 +453,7 @@ async fn partner_failure_by_client_id_and_a_callers_token_wins() {
     let status = h
         .client
         .get_third_party_job_details(v1::GetThirdPartyJobDetailsRequest {
+            target: String::new(),
             job_id: other.job_id.clone(),
             client_token: "callers-own-token".into(),
             client_id: String::new(),
@@ -517,6 +526,7 @@ async fn new_error_rows() {
     let status = h
         .client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: "not-the-nonce".into(),
         })
@@ -570,6 +580,7 @@ async fn an_acknowledgement_retried_after_it_landed_says_so() {
     let status = h
         .client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce,
         })
@@ -703,6 +714,7 @@ async fn invalid_lifecycle_requests_never_reach_aws() {
     let status = h
         .client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: common::CUSTOM_JOB_ID_SHAPE.into(),
             nonce: "n".repeat(51),
         })
@@ -715,6 +727,7 @@ async fn invalid_lifecycle_requests_never_reach_aws() {
     let status = h
         .client
         .put_job_failure_result(v1::PutJobFailureResultRequest {
+            target: String::new(),
             job_id: common::CUSTOM_JOB_ID_SHAPE.into(),
             failure_details: Some(v1::FailureDetails {
                 r#type: 0,
@@ -735,6 +748,7 @@ async fn invalid_lifecycle_requests_never_reach_aws() {
     let status = h
         .client
         .poll_for_third_party_jobs(v1::PollForThirdPartyJobsRequest {
+            target: String::new(),
             action_type_id: None,
             max_batch_size: None,
         })
@@ -925,6 +939,7 @@ async fn lifecycle_rules_at_their_boundaries() {
         let result = h
             .client
             .acknowledge_job(v1::AcknowledgeJobRequest {
+                target: String::new(),
                 job_id: job.clone(),
                 nonce: s(nonce),
             })
@@ -941,6 +956,7 @@ async fn lifecycle_rules_at_their_boundaries() {
         let result = h
             .client
             .put_job_failure_result(v1::PutJobFailureResultRequest {
+                target: String::new(),
                 job_id: job.clone(),
                 failure_details: Some(v1::FailureDetails {
                     r#type: FailureType::SystemUnavailable.into(),
@@ -968,6 +984,7 @@ async fn lifecycle_rules_at_their_boundaries() {
         let status = h
             .client
             .put_third_party_job_failure_result(v1::PutThirdPartyJobFailureResultRequest {
+                target: String::new(),
                 job_id: s(job_len),
                 client_token: s(token_len),
                 client_id,

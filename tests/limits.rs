@@ -388,6 +388,7 @@ async fn compressed_calls_are_served_and_answered_compressed_when_asked() {
             .accept_compressed(encoding);
         let details = client
             .get_job_details(codepipeline_gateway::proto::v1::GetJobDetailsRequest {
+                target: String::new(),
                 job_id: job.job_id.clone(),
             })
             .await
@@ -406,6 +407,7 @@ async fn compressed_calls_are_served_and_answered_compressed_when_asked() {
         .client
         .clone()
         .get_job_details(codepipeline_gateway::proto::v1::GetJobDetailsRequest {
+            target: String::new(),
             job_id: job.job_id,
         })
         .await

@@ -120,6 +120,7 @@ async fn the_identical_report_again_is_a_replay_and_a_different_one_is_refused()
         .jobs;
     let job = jobs.iter().find(|j| j.id == polled.job_id).expect("polled");
     let ack = v1::AcknowledgeJobRequest {
+        target: String::new(),
         job_id: job.id.clone(),
         nonce: job.nonce.clone(),
     };

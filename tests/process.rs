@@ -297,6 +297,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     assert!(jobs.iter().any(|j| j.id == polled_job.job_id));
     client
         .get_job_details(GetJobDetailsRequest {
+            target: String::new(),
             job_id: polled_job.job_id.clone(),
         })
         .await
@@ -498,6 +499,7 @@ async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
     client.put_job_success_result(again).await.unwrap_err();
     // Reads are not audited.
     let mut read = tonic::Request::new(GetJobDetailsRequest {
+        target: String::new(),
         job_id: job.job_id.clone(),
     });
     read.metadata_mut()

@@ -95,6 +95,7 @@ async fn rate_in_force_after_throttling(adaptive: bool) -> f64 {
             while std::time::Instant::now() < stop {
                 let _ = client
                     .get_job_details(codepipeline_gateway::proto::v1::GetJobDetailsRequest {
+                        target: String::new(),
                         job_id: job_id.clone(),
                     })
                     .await;
@@ -121,7 +122,9 @@ async fn rate_in_force_after_throttling(adaptive: bool) -> f64 {
     };
     // Every throttled attempt the emulator answered is counted as one.
     assert_eq!(
-        value(r#"cpgw_aws_attempts_total{method="GetJobDetails",outcome="throttled"}"#),
+        value(
+            r#"cpgw_aws_attempts_total{method="GetJobDetails",outcome="throttled",target="default"}"#
+        ),
         throttled as f64
     );
     value(r#"cpgw_rate_limit_per_second{method="GetJobDetails"}"#)

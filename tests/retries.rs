@@ -131,7 +131,7 @@ async fn a_refused_connection_was_never_sent_so_no_outcome_is_unknown() {
         .await
         .unwrap();
     let config = emulator.config().clone();
-    let client = codepipeline_gateway::aws::client_for_endpoint(
+    let client = codepipeline_gateway::aws::config_for_endpoint(
         &endpoint,
         &config.region,
         &config.access_key_id,

@@ -176,7 +176,7 @@ async fn metrics_count_every_rpc_under_the_conventional_names() {
         // The client's path is not a label: it counts as unknown.
         r#"grpc_server_handled_total{grpc_type="unknown",grpc_service="unknown",grpc_method="unknown",grpc_code="Unimplemented"} 1"#.into(),
         // Only the valid report reached AWS, and waited for no token.
-        r#"cpgw_aws_attempts_total{method="PutJobSuccessResult",outcome="ok"} 1"#.into(),
+        r#"cpgw_aws_attempts_total{method="PutJobSuccessResult",outcome="ok",target="default"} 1"#.into(),
         r#"cpgw_rate_limit_wait_seconds_count{method="PutJobSuccessResult"} 1"#.into(),
         r#"cpgw_rate_limit_wait_seconds_bucket{le="0.001",method="PutJobSuccessResult"} 1"#.into(),
         "cpgw_calls_in_flight 0".into(),

@@ -150,6 +150,7 @@ async fn a_subscriber_gets_a_job_and_works_it_through_the_unary_calls() {
     );
     h.client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
         })
@@ -250,6 +251,7 @@ async fn a_job_its_subscriber_left_with_goes_to_the_next_once_offered_again() {
     assert_ne!(again.nonce, first.nonce);
     h.client
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: again.id.clone(),
             nonce: again.nonce.clone(),
         })
@@ -322,6 +324,7 @@ async fn a_job_polled_for_a_subscriber_that_left_waits_for_the_next_one() {
     h.client
         .clone()
         .acknowledge_job(v1::AcknowledgeJobRequest {
+            target: String::new(),
             job_id: job.id.clone(),
             nonce: job.nonce.clone(),
         })
@@ -393,6 +396,7 @@ async fn partner_jobs_come_with_their_client_id_and_are_claimed_through_the_map(
     let (credit, requests) = mpsc::channel(4);
     credit
         .send(v1::SubscribeThirdPartyJobsRequest {
+            target: String::new(),
             action_type_id: Some(v1::ActionTypeId {
                 category: v1::ActionCategory::Deploy.into(),
                 owner: v1::ActionOwner::ThirdParty.into(),

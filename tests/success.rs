@@ -29,6 +29,7 @@ async fn custom_job_success_forwards_every_field() {
     let response = h
         .client
         .put_job_success_result(PutJobSuccessResultRequest {
+            target: String::new(),
             job_id: job.job_id.clone(),
             current_revision: Some(revision()),
             continuation_token: String::new(),
@@ -150,6 +151,7 @@ async fn third_party_job_success_forwards_every_field() {
     let response = h
         .client
         .put_third_party_job_success_result(PutThirdPartyJobSuccessResultRequest {
+            target: String::new(),
             job_id: job.job_id.clone(),
             client_token: token.clone(),
             current_revision: Some(revision()),

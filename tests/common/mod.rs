@@ -29,6 +29,7 @@ pub const CUSTOM_JOB_ID_SHAPE: &str = "00000000-0000-4000-8000-000000000000";
 pub fn settings() -> Config {
     let defaults = Config::defaults_without_auth();
     Config {
+        targets: Vec::new(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: RateLimitSettings {
@@ -79,7 +80,7 @@ pub async fn start_with(settings: Config) -> Harness {
 
 /// Starts a gateway whose AWS identity uses `secret` instead of the emulator's.
 pub async fn start_against(emulator: Emulator, settings: Config, secret: Option<&str>) -> Harness {
-    let client = aws::client_for_emulator(&emulator, secret).await;
+    let client = aws::config_for_emulator(&emulator, secret).await;
     let gateway = Gateway::start(settings, client)
         .await
         .expect("gateway starts");
@@ -170,6 +171,7 @@ pub fn custom_type() -> v1::ActionTypeId {
 /// A poll for up to `max` jobs of [`custom_type`].
 pub fn poll(max: i32) -> v1::PollForJobsRequest {
     v1::PollForJobsRequest {
+        target: String::new(),
         action_type_id: Some(custom_type()),
         max_batch_size: Some(max),
         query_param: Default::default(),

@@ -938,3 +938,82 @@ def test_readme_iam_policy_grants_exactly_the_job_worker_actions() -> None:
         )
     )
     assert all(s["Effect"] == "Allow" and s["Resource"] == "*" for s in policy["Statement"])
+
+
+# --- targets: other AWS accounts ---------------------------------------------------
+
+TARGET_A = {
+    "name": "team-a",
+    "region": "eu-west-1",
+    "roleArn": "arn:aws:iam::111111111111:role/codepipeline-gateway",
+    "externalId": "team-a-7f3c",
+    "actionTypes": [{"category": "Build", "owner": "Custom", "provider": "TeamABuild"}],
+}
+
+
+def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None:
+    import os
+    import subprocess
+
+    docs = render({"targets": [TARGET_A, {"name": "team-b", "region": "us-west-2"}]})
+    data = config(docs)
+    mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
+    assert mounts["targets"]["mountPath"] + "/targets.yaml" == data["CPGW_TARGETS_FILE"]
+    assert volumes_by_name(docs)["targets"]["configMap"]["name"] == f"{FULLNAME}-targets"
+    text = find(docs, "ConfigMap", f"{FULLNAME}-targets")["data"]["targets.yaml"]
+    assert yaml.safe_load(text) == {"targets": [TARGET_A, {"name": "team-b", "region": "us-west-2"}]}
+    annotations = find(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/targets" in annotations, "a changed target rolls the pods"
+    # The file the chart renders is one the gateway starts with.
+    (tmp_path / "targets.yaml").write_text(text)
+    binary = REPO / "target" / "debug" / "codepipeline-gateway"
+    run = subprocess.run(
+        [str(binary), "check-config"],
+        env={"PATH": os.environ.get("PATH", ""), "CPGW_ALLOW_UNAUTHENTICATED": "true",
+             "CPGW_TARGETS_FILE": str(tmp_path / "targets.yaml")},
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "team-a" in run.stdout
+    off = render({})
+    assert "CPGW_TARGETS_FILE" not in config(off)
+    assert "targets" not in volumes_by_name(off)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "default", "region": "eu-west-1"},
+        {"name": "Team-A", "region": "eu-west-1"},
+        {"name": "team-a", "region": "europe"},
+        {"name": "team-a", "region": "eu-west-1", "roleArn": "arn:aws:iam::1:role/x"},
+        {"name": "team-a", "region": "eu-west-1", "externalId": "abc"},
+        {"name": "team-a", "region": "eu-west-1", "endpointUrl": "ftp://x"},
+        {"name": "team-a", "region": "eu-west-1", "roles": []},
+        {"name": "team-a", "region": "eu-west-1", "actionTypes": [{"category": "Bild", "owner": "Custom", "provider": "x"}]},
+    ],
+    ids=lambda b: ",".join(f"{k}={v}" for k, v in b.items()),
+)
+def test_targets_the_binary_refuses_the_chart_refuses_too(bad: dict[str, Any], tmp_path) -> None:
+    import os
+    import subprocess
+
+    assert render_error({"targets": [bad]})
+    (tmp_path / "targets.yaml").write_text(yaml.safe_dump({"targets": [bad]}))
+    binary = REPO / "target" / "debug" / "codepipeline-gateway"
+    run = subprocess.run(
+        [str(binary), "check-config"],
+        env={"PATH": os.environ.get("PATH", ""), "CPGW_ALLOW_UNAUTHENTICATED": "true",
+             "CPGW_TARGETS_FILE": str(tmp_path / "targets.yaml")},
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode != 0, run.stdout
+
+
+def test_policy_rules_may_name_targets() -> None:
+    rule = {"identities": ["team-a"], "verbs": ["*"], "actionTypes": [ANY_TYPE], "targets": ["team-a"]}
+    docs = render({"auth": {"policy": {"rules": [rule]}}})
+    text = find(docs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"]
+    assert yaml.safe_load(text) == {"rules": [rule]}
+    assert render_error({"auth": {"policy": {"rules": [{**rule, "targets": []}]}}})
+    assert render_error({"auth": {"policy": {"rules": [{**rule, "targets": ["Team"]}]}}})
