@@ -184,6 +184,9 @@ CPGW_AUTH_TOKENS_FILE: {{ printf "%s/%s" (include "codepipeline-gateway.authToke
 {{- if $a.policy.enabled }}
 CPGW_POLICY_FILE: {{ printf "%s/policy.yaml" (include "codepipeline-gateway.policyDir" .) | quote }}
 {{- end }}
+{{- if .Values.targets }}
+CPGW_TARGETS_FILE: {{ printf "%s/targets.yaml" (include "codepipeline-gateway.targetsDir" .) | quote }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 CPGW_TLS_CERT_FILE: {{ printf "%s/tls.crt" (include "codepipeline-gateway.tlsDir" .) | quote }}
 CPGW_TLS_KEY_FILE: {{ printf "%s/tls.key" (include "codepipeline-gateway.tlsDir" .) | quote }}
@@ -215,6 +218,9 @@ its own projected token and the cluster CA), which needs a volume and RBAC.
 {{- end }}
 {{- define "codepipeline-gateway.authTokensDir" -}}
 /etc/codepipeline-gateway/auth-tokens
+{{- end }}
+{{- define "codepipeline-gateway.targetsDir" -}}
+/etc/codepipeline-gateway/targets
 {{- end }}
 {{- define "codepipeline-gateway.policyDir" -}}
 /etc/codepipeline-gateway/policy
