@@ -238,7 +238,8 @@ pub struct JobSnapshot {
     pub failure: Option<FailureSnapshot>,
     /// For a continuation job: the id of the job whose continuation result created it.
     pub continuation_of: Option<String>,
-    /// The account and region the job lives in.
+    /// The account and region the job lives in (`accountId` and `region`).
+    #[serde(flatten)]
     pub place: Place,
 }
 

@@ -23,6 +23,9 @@ type workJob struct {
 	id       string
 	data     *pb.JobData
 	clientID string // partner jobs only
+	// target is the gateway target (AWS account) the poll said the job came
+	// from: sent back on every call about the job, so any replica reaches it.
+	target string
 }
 
 // result is one of progress, success or failure.
@@ -262,9 +265,9 @@ func (w *worker) claim(polled polledJob) (job workJob, claimed bool, err error) 
 	var label string
 	var send func(ctx context.Context, opts ...grpc.CallOption) (response, error)
 	if polled.custom != nil {
-		job = workJob{id: polled.custom.GetId(), data: polled.custom.GetData()}
+		job = workJob{id: polled.custom.GetId(), data: polled.custom.GetData(), target: polled.custom.GetTarget()}
 		label = "AcknowledgeJob " + job.id
-		request := &pb.AcknowledgeJobRequest{JobId: job.id, Nonce: polled.custom.GetNonce()}
+		request := &pb.AcknowledgeJobRequest{JobId: job.id, Nonce: polled.custom.GetNonce(), Target: job.target}
 		send = func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 			return w.stub.AcknowledgeJob(ctx, request, opts...)
 		}
@@ -272,9 +275,9 @@ func (w *worker) claim(polled polledJob) (job workJob, claimed bool, err error) 
 		// A partner poll returns only ids: the data and the nonce come with the
 		// details. No client token: the gateway fills it in from its map.
 		// client_id lets any replica of the gateway do that.
-		id, clientID := polled.partner.GetJobId(), polled.partner.GetClientId()
+		id, clientID, target := polled.partner.GetJobId(), polled.partner.GetClientId(), polled.partner.GetTarget()
 		detailsLabel := "GetThirdPartyJobDetails " + id
-		detailsRequest := &pb.GetThirdPartyJobDetailsRequest{JobId: id, ClientId: clientID}
+		detailsRequest := &pb.GetThirdPartyJobDetailsRequest{JobId: id, ClientId: clientID, Target: target}
 		answer, o, err := callWithRetries(detailsLabel, w.policy, "",
 			func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 				return w.stub.GetThirdPartyJobDetails(ctx, detailsRequest, opts...)
@@ -284,9 +287,9 @@ func (w *worker) claim(polled polledJob) (job workJob, claimed bool, err error) 
 		}
 		printOutcome(detailsLabel, o, "already reported")
 		details := answer.(*pb.GetThirdPartyJobDetailsResponse).GetJobDetails()
-		job = workJob{partner: true, id: id, data: details.GetData(), clientID: clientID}
+		job = workJob{partner: true, id: id, data: details.GetData(), clientID: clientID, target: target}
 		label = "AcknowledgeThirdPartyJob " + id
-		request := &pb.AcknowledgeThirdPartyJobRequest{JobId: id, Nonce: details.GetNonce(), ClientId: clientID}
+		request := &pb.AcknowledgeThirdPartyJobRequest{JobId: id, Nonce: details.GetNonce(), ClientId: clientID, Target: target}
 		send = func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 			return w.stub.AcknowledgeThirdPartyJob(ctx, request, opts...)
 		}
@@ -319,13 +322,15 @@ func (w *worker) sendResult(job workJob, r result) (string, error) {
 		details := &pb.FailureDetails{Type: r.failureType, Message: r.message, ExternalExecutionId: runID}
 		if !job.partner {
 			label = "PutJobFailureResult " + job.id
-			request := &pb.PutJobFailureResultRequest{JobId: job.id, FailureDetails: details}
+			request := &pb.PutJobFailureResultRequest{JobId: job.id, FailureDetails: details, Target: job.target}
 			send = func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 				return w.stub.PutJobFailureResult(ctx, request, opts...)
 			}
 		} else {
 			label = "PutThirdPartyJobFailureResult " + job.id
-			request := &pb.PutThirdPartyJobFailureResultRequest{JobId: job.id, ClientId: job.clientID, FailureDetails: details}
+			request := &pb.PutThirdPartyJobFailureResultRequest{
+				JobId: job.id, ClientId: job.clientID, FailureDetails: details, Target: job.target,
+			}
 			send = func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 				return w.stub.PutThirdPartyJobFailureResult(ctx, request, opts...)
 			}
@@ -356,6 +361,7 @@ func (w *worker) success(job workJob, phase string, execution *pb.ExecutionDetai
 	if job.partner {
 		request := &pb.PutThirdPartyJobSuccessResultRequest{
 			JobId: job.id, ClientId: job.clientID, ExecutionDetails: execution, ContinuationToken: token,
+			Target: job.target,
 		}
 		return fmt.Sprintf("PutThirdPartyJobSuccessResult %s %s", job.id, phase),
 			func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
@@ -364,6 +370,7 @@ func (w *worker) success(job workJob, phase string, execution *pb.ExecutionDetai
 	}
 	request := &pb.PutJobSuccessResultRequest{
 		JobId: job.id, ExecutionDetails: execution, ContinuationToken: token, OutputVariables: outputVariables,
+		Target: job.target,
 	}
 	return fmt.Sprintf("PutJobSuccessResult %s %s", job.id, phase),
 		func(ctx context.Context, opts ...grpc.CallOption) (response, error) {

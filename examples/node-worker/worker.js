@@ -483,10 +483,12 @@ class Worker {
     let method;
     let request;
     if (this.settings.mode === 'custom') {
-      job = { kind: 'custom', id: polled.id, data: polled.data || {}, clientId: '' };
+      // target: the gateway target (AWS account) the job came from, sent back
+      // on every call about it so that any replica reaches it.
+      job = { kind: 'custom', id: polled.id, data: polled.data || {}, clientId: '', target: polled.target || '' };
       label = `AcknowledgeJob ${job.id}`;
       method = 'AcknowledgeJob';
-      request = { jobId: job.id, nonce: polled.nonce };
+      request = { jobId: job.id, nonce: polled.nonce, target: job.target };
     } else {
       // A partner poll returns only ids: the data and the nonce come with the
       // details. No client token: the gateway fills it in from its map.
@@ -495,13 +497,20 @@ class Worker {
       const outcome = await this.call(detailsLabel, 'GetThirdPartyJobDetails', {
         jobId: polled.jobId,
         clientId: polled.clientId,
+        target: polled.target || '',
       });
       printOutcome(detailsLabel, outcome);
       const details = outcome.response.jobDetails || {};
-      job = { kind: 'partner', id: polled.jobId, data: details.data || {}, clientId: polled.clientId };
+      job = {
+        kind: 'partner',
+        id: polled.jobId,
+        data: details.data || {},
+        clientId: polled.clientId,
+        target: polled.target || '',
+      };
       label = `AcknowledgeThirdPartyJob ${job.id}`;
       method = 'AcknowledgeThirdPartyJob';
-      request = { jobId: job.id, nonce: details.nonce, clientId: job.clientId };
+      request = { jobId: job.id, nonce: details.nonce, clientId: job.clientId, target: job.target };
     }
     let outcome;
     try {
@@ -528,7 +537,7 @@ class Worker {
     const context = job.data.pipelineContext || {};
     const runId = `node-worker-${(context.action && context.action.actionExecutionId) || job.id}`;
     const custom = job.kind === 'custom';
-    const partnerFields = custom ? {} : { clientId: job.clientId };
+    const partnerFields = { target: job.target || '', ...(custom ? {} : { clientId: job.clientId }) };
     let method;
     let label;
     let request;

@@ -255,6 +255,9 @@ class WorkJob:
     id: str
     data: pb.JobData
     client_id: str = ""  # partner jobs only
+    # The gateway target (AWS account) the poll said the job came from: sent
+    # back on every call about the job, so that any replica reaches it.
+    target: str = ""
 
 
 @dataclass
@@ -474,10 +477,10 @@ class Worker:
     def claim(self, polled) -> WorkJob | None:
         """Acknowledges the job; None when another worker has it."""
         if self.settings.mode == "custom":
-            job = WorkJob("custom", polled.id, polled.data)
+            job = WorkJob("custom", polled.id, polled.data, target=polled.target)
             label = f"AcknowledgeJob {job.id}"
             method = self.stub.AcknowledgeJob
-            request = pb.AcknowledgeJobRequest(job_id=job.id, nonce=polled.nonce)
+            request = pb.AcknowledgeJobRequest(job_id=job.id, nonce=polled.nonce, target=job.target)
         else:
             # A partner poll returns only ids: the data and the nonce come with
             # the details. No client token: the gateway fills it in from its
@@ -486,15 +489,17 @@ class Worker:
             outcome = self._call(
                 label,
                 self.stub.GetThirdPartyJobDetails,
-                pb.GetThirdPartyJobDetailsRequest(job_id=polled.job_id, client_id=polled.client_id),
+                pb.GetThirdPartyJobDetailsRequest(
+                    job_id=polled.job_id, client_id=polled.client_id, target=polled.target
+                ),
             )
             print_outcome(label, outcome)
             details = outcome.response.job_details
-            job = WorkJob("partner", polled.job_id, details.data, client_id=polled.client_id)
+            job = WorkJob("partner", polled.job_id, details.data, client_id=polled.client_id, target=polled.target)
             label = f"AcknowledgeThirdPartyJob {job.id}"
             method = self.stub.AcknowledgeThirdPartyJob
             request = pb.AcknowledgeThirdPartyJobRequest(
-                job_id=job.id, nonce=details.nonce, client_id=job.client_id
+                job_id=job.id, nonce=details.nonce, client_id=job.client_id, target=job.target
             )
         try:
             outcome = self._call(label, method, request, landed_reason=ACK_LANDED)
@@ -516,11 +521,11 @@ class Worker:
             details = pb.FailureDetails(type=result.type, message=result.message, external_execution_id=run_id)
             if custom:
                 name, method = "PutJobFailureResult", self.stub.PutJobFailureResult
-                request = pb.PutJobFailureResultRequest(job_id=job.id, failure_details=details)
+                request = pb.PutJobFailureResultRequest(job_id=job.id, failure_details=details, target=job.target)
             else:
                 name, method = "PutThirdPartyJobFailureResult", self.stub.PutThirdPartyJobFailureResult
                 request = pb.PutThirdPartyJobFailureResultRequest(
-                    job_id=job.id, client_id=job.client_id, failure_details=details
+                    job_id=job.id, client_id=job.client_id, failure_details=details, target=job.target
                 )
             label, kept = f"{name} {job.id}", "failed"
         else:
@@ -531,7 +536,7 @@ class Worker:
                 # optional int32: 0 is sent as 0.
                 percent_complete=result.percent_complete if progress else 100,
             )
-            fields = {"job_id": job.id, "execution_details": execution}
+            fields = {"job_id": job.id, "execution_details": execution, "target": job.target}
             if progress:
                 fields["continuation_token"] = result.continuation_token
             if custom:

@@ -78,13 +78,26 @@ class Emulator:
         *,
         action_type_id: dict | None = None,
         configuration: dict[str, str] | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
     ) -> dict:
         body: dict = {"kind": kind}
         if action_type_id is not None:
             body["actionTypeId"] = action_type_id
         if configuration is not None:
             body["configuration"] = configuration
+        if account_id is not None:
+            body["accountId"] = account_id
+        if region is not None:
+            body["region"] = region
         return self._call("POST", "/_emulator/jobs", body)
+
+    def add_role(self, role_arn: str, external_id: str | None = None) -> None:
+        """A role STS AssumeRole hands sessions out for (trusting the home account)."""
+        body: dict = {"roleArn": role_arn}
+        if external_id is not None:
+            body["externalId"] = external_id
+        self._call("POST", "/_emulator/roles", body)
 
     def register_action_type(self, action_type_id: dict) -> None:
         self._call("POST", "/_emulator/action-types", action_type_id)

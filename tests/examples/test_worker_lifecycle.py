@@ -11,6 +11,7 @@ none duplicated.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
@@ -269,6 +270,58 @@ def test_partner_worker_over_two_replicas_sends_the_client_id(
         sum("call finished" in line for line in replica.stderr_lines) for replica in (first, second)
     ]
     assert sum(served) == 8 and all(served), served
+
+
+@pytest.mark.parametrize("kind", ["custom", "partner"])
+def test_a_worker_over_two_replicas_sends_back_the_target_its_job_came_from(
+    worker, standalone_emulator, serve_gateway, tmp_path, kind
+):
+    # The gateway forwards this action type to another AWS account (a target
+    # reached by assuming a role). Each call may reach the replica that did
+    # not answer the poll, and that replica does not know the job: the worker
+    # sends back the target the poll answered with, or its calls would go to
+    # the gateway's own account, where the job does not exist.
+    control = standalone_emulator.control
+    role = "arn:aws:iam::222222222222:role/codepipeline-gateway"
+    control.add_role(role, external_id="examples-7f3c")
+    type_id = action_type(worker, kind)
+    job = control.create_job(
+        "custom" if kind == "custom" else "thirdParty",
+        action_type_id=type_id,
+        account_id="222222222222",
+        region="us-west-2",
+    )
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps({"targets": [{
+        "name": "team-b", "region": "us-west-2", "roleArn": role, "externalId": "examples-7f3c",
+        "actionTypes": [{k: type_id[k] for k in ("category", "owner", "provider")}],
+    }]}))  # fmt: skip
+    tokens = {job["clientId"]: job["clientToken"]} if kind == "partner" else {}
+    extra = ("--targets-file", str(targets))
+    first = serve_gateway(tokens, host="127.0.0.1", extra=extra)
+    port = first.grpc_target.rsplit(":", 1)[1]
+    try:
+        second = serve_gateway(tokens, host="127.0.0.2", port=int(port), extra=extra)
+    except RuntimeError as error:  # pragma: no cover - depends on the host
+        pytest.skip(f"cannot listen on 127.0.0.2: {error}")
+    control.clear_requests()
+
+    run = worker(
+        *poll_args(kind, type_id, "--max-jobs", "2"),
+        "--round-robin",
+        "--authority", "codepipeline-gateway",
+        target=f"ipv4:127.0.0.1:{port},127.0.0.2:{port}",
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.output
+    resumed = continuation_of(control, job["jobId"])
+    assert control.job(resumed["jobId"])["state"] == "Succeeded"
+    assert control.job(resumed["jobId"])["accountId"] == "222222222222"
+    assert all(r["status"] == 200 for r in control.requests()), control.requests()
+    served = [
+        sum("call finished" in line for line in replica.stderr_lines) for replica in (first, second)
+    ]
+    assert all(served), served
 
 
 def test_a_job_another_worker_claimed_is_skipped_without_a_report(
