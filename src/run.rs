@@ -73,6 +73,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         gateway_args.auth_tokens_file.is_some() || gateway_args.auth_jwt_issuer.is_some();
     gateway_args.allow_unauthenticated |= !authenticated;
     let settings = Config::try_from(&gateway_args).map_err(|e| e.to_string())?;
+    let targets = settings.targets.clone();
     let stop = StopSignals::install()?;
     let emulator = Emulator::start(EmulatorConfig {
         listen: args.emulator_listen,
@@ -85,6 +86,22 @@ async fn dev(args: DevArgs) -> Result<(), String> {
             args.emulator_listen
         )
     })?;
+    // The embedded emulator plays every target's account: each target's role
+    // exists there, trusting the gateway, with the target's external id.
+    for target in &settings.targets {
+        emulator.serve_region(&target.region);
+        if let Some(role_arn) = &target.role_arn {
+            let mut role = codepipeline_emulator::Role::new("000000000000", "placeholder");
+            role.role_arn = role_arn.clone();
+            role.external_id = target.external_id.clone();
+            emulator.try_add_role(role).map_err(|e| {
+                format!(
+                    "target {:?}: the dev emulator cannot play its role: {e}",
+                    target.name
+                )
+            })?;
+        }
+    }
     let base = aws::config_for_emulator(&emulator, None).await;
     let gateway = Gateway::start(settings, base)
         .await
@@ -95,6 +112,9 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         emulator.create_third_party_job(),
     ];
     println!("{}", dev_banner(&gateway, &emulator, &jobs));
+    if let Some(text) = dev_targets(&targets, &emulator) {
+        println!("{text}");
+    }
     if !authenticated {
         println!("{}", DEV_AUTH_HINT.trim_end());
     }
@@ -212,6 +232,29 @@ fn dev_banner(gateway: &Gateway, emulator: &Emulator, jobs: &[CreatedJob]) -> St
          Stop with Ctrl-C."
     ));
     text
+}
+
+/// Where each target's jobs live in the dev emulator, and how to queue one.
+fn dev_targets(targets: &[crate::targets::TargetSpec], emulator: &Emulator) -> Option<String> {
+    if targets.is_empty() {
+        return None;
+    }
+    let url = emulator.endpoint_url();
+    let mut text =
+        String::from("Targets (the emulator plays each one's account; poll with \"target\"):\n");
+    for target in targets {
+        let account = target
+            .role_arn
+            .as_deref()
+            .and_then(|arn| arn.split(':').nth(4))
+            .unwrap_or(codepipeline_emulator::ACCOUNT_ID);
+        text.push_str(&format!(
+            "  {}  account {account}  region {}\n\
+             \x20   a job there: curl -s -X POST {url}/_emulator/jobs -d '{{\"kind\":\"custom\",\"accountId\":\"{account}\",\"region\":\"{}\"}}'\n",
+            target.name, target.region, target.region
+        ));
+    }
+    Some(text.trim_end().to_owned())
 }
 
 /// An address to paste into a client: a wildcard bind (0.0.0.0, ::) is

@@ -429,9 +429,13 @@ impl JobWorker {
             }
         };
         result.map_err(|mut error| {
-            error.job_may_be_elsewhere = chosen == Chosen::Fallback
-                && self.targets.several()
-                && error.kind == ErrorKind::JobNotFound;
+            let several = self.targets.several();
+            error.job_may_be_elsewhere =
+                chosen == Chosen::Fallback && several && error.kind == ErrorKind::JobNotFound;
+            // Like the poll answers: a gateway of one account says no target.
+            if !several {
+                error.target = None;
+            }
             let status = call_error_status(&error, suggested_retry_delay(&error, &self.retry));
             (status, Some(error))
         })

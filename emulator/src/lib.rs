@@ -334,9 +334,14 @@ impl Emulator {
     /// If the role ARN or a trusted account id is malformed. The control
     /// API's `POST /_emulator/roles` reports the same problems as 400.
     pub fn add_role(&self, role: Role) {
-        if let Err(problem) = self.shared.world().accounts.add_role(role) {
+        if let Err(problem) = self.try_add_role(role) {
             panic!("Emulator::add_role: {problem}");
         }
+    }
+
+    /// [`Emulator::add_role`], answering a malformed role with its problem.
+    pub fn try_add_role(&self, role: Role) -> Result<(), String> {
+        self.shared.world().accounts.add_role(role)
     }
 
     /// Serves `region` besides the home one: requests signed for it act

@@ -53,6 +53,9 @@ REQUIRED = {
     "get-third-party-job-details",
     "subscribe-jobs",
     "acknowledge-pushed-job",
+    "poll-another-account",
+    "acknowledge-in-another-account",
+    "job-of-an-unnamed-target",
 }
 
 
@@ -124,8 +127,42 @@ def secure_gateway(gateway_binary, standalone_emulator, tmp_path_factory):
     _stop(process)
 
 
+TARGETS_FILE = """\
+targets:
+  - name: team-b
+    region: us-west-2
+    roleArn: arn:aws:iam::222222222222:role/codepipeline-gateway
+    externalId: team-b-7f3c
+"""
+
+
 @pytest.fixture(scope="module")
-def grpcurl_env(dev, secure_gateway) -> dict[str, str]:
+def targets_gateway(gateway_binary, tmp_path_factory):
+    """`codepipeline-gateway dev` with the page's targets.yaml, for the
+    recipes of a second AWS account: (gRPC address, emulator URL)."""
+    from conftest import _clean_env, _start, _stop, free_ports
+
+    targets = tmp_path_factory.mktemp("targets") / "targets.yaml"
+    targets.write_text(TARGETS_FILE)
+    page = DOC.read_text()
+    assert TARGETS_FILE in page, "the page shows the targets file the recipes run with"
+    grpc_port, admin_port, emulator_port = free_ports(3)
+    process, _, _ = _start(
+        [
+            str(gateway_binary), "dev",
+            "--listen", f"127.0.0.1:{grpc_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+            "--emulator-listen", f"127.0.0.1:{emulator_port}", "--targets-file", str(targets),
+        ],
+        _clean_env(),
+        "gateway listening",
+        "codepipeline-gateway dev --targets-file",
+    )  # fmt: skip
+    yield f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{emulator_port}"
+    _stop(process)
+
+
+@pytest.fixture(scope="module")
+def grpcurl_env(dev, secure_gateway, targets_gateway) -> dict[str, str]:
     grpcurl = Path(sys.executable).parent / "grpcurl"
     if not grpcurl.exists():
         found = shutil.which("grpcurl")
@@ -144,6 +181,8 @@ def grpcurl_env(dev, secure_gateway) -> dict[str, str]:
         CLIENT_TOKEN=partner["clientToken"],
         SECURE_GATEWAY=secure_gateway,
         TOKEN=SECURE_TOKEN,
+        TARGETS_GATEWAY=targets_gateway[0],
+        TARGETS_EMULATOR=targets_gateway[1],
     )
 
 
