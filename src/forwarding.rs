@@ -56,6 +56,7 @@ impl ForwardingStack {
         ForwardingStack {
             rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(
                 rate_limit,
+                target,
                 metrics.clone(),
             ))),
             retry: RetryPolicy::new(retry, shared_budget(), metrics.clone()),

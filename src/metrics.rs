@@ -77,6 +77,13 @@ fn wait_histogram() -> Histogram {
     ))
 }
 
+/// A per-target series: each target has its own rate limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetMethodLabels {
+    method: &'static str,
+    target: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     method: &'static str,
@@ -131,7 +138,7 @@ pub struct Metrics {
     slow_requests: Counter,
     shed_calls: Family<MethodLabels, Counter>,
     replays: Family<MethodLabels, Counter>,
-    rate_limits: Family<MethodLabels, Gauge<f64, AtomicU64>>,
+    rate_limits: Family<TargetMethodLabels, Gauge<f64, AtomicU64>>,
     rate_limit_waits: HistogramFamily<MethodLabels>,
     rate_limit_refusals: Family<MethodLabels, Counter>,
     retry_budget_exhausted: Family<MethodLabels, Counter>,
@@ -202,7 +209,7 @@ impl Metrics {
              (nothing was sent), unexpected; by target (the AWS account and region)",
             aws_attempts.clone(),
         );
-        let rate_limits = Family::<MethodLabels, Gauge<f64, AtomicU64>>::default();
+        let rate_limits = Family::<TargetMethodLabels, Gauge<f64, AtomicU64>>::default();
         ours.register(
             "rate_limit_per_second",
             "The rate limit in force per operation: the configured rate, or less while CodePipeline throttles (adaptive)",
@@ -473,9 +480,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_rate_limit(&self, method: &'static str, per_second: f64) {
+    pub fn set_rate_limit(&self, target: &'static str, method: &'static str, per_second: f64) {
         self.rate_limits
-            .get_or_create(&MethodLabels { method })
+            .get_or_create(&TargetMethodLabels { method, target })
             .set(per_second);
     }
 

@@ -303,15 +303,18 @@ impl TokenBucket {
 pub struct RateLimiter {
     buckets: Vec<TokenBucket>,
     metrics: Arc<Metrics>,
+    /// The target whose calls these buckets pace: its gauge's label.
+    target: &'static str,
 }
 
 impl RateLimiter {
-    pub fn new(settings: RateLimitSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: RateLimitSettings, target: &'static str, metrics: Arc<Metrics>) -> Self {
         let now = Instant::now();
         for operation in OperationId::ALL {
-            metrics.set_rate_limit(operation.name(), settings.per_second);
+            metrics.set_rate_limit(target, operation.name(), settings.per_second);
         }
         RateLimiter {
+            target,
             buckets: OperationId::ALL
                 .iter()
                 .map(|_| TokenBucket::new(settings, now))
@@ -434,7 +437,9 @@ where
                 let rate = bucket.observe(Instant::now(), throttled);
                 // The gauge's label lookup only when the rate moved.
                 if rate != before {
-                    limiter.metrics.set_rate_limit(operation.name(), rate);
+                    limiter
+                        .metrics
+                        .set_rate_limit(limiter.target, operation.name(), rate);
                 }
             }
             result

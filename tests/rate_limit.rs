@@ -127,7 +127,7 @@ async fn rate_in_force_after_throttling(adaptive: bool) -> f64 {
         ),
         throttled as f64
     );
-    value(r#"cpgw_rate_limit_per_second{method="GetJobDetails"}"#)
+    value(r#"cpgw_rate_limit_per_second{method="GetJobDetails",target="default"}"#)
 }
 
 #[tokio::test]

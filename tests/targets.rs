@@ -93,7 +93,8 @@ async fn jobs_of_two_accounts_in_two_regions_and_the_default_each_go_back_where_
     let home = emulator.create_custom_job().job_id;
     let in_a = job_in(&emulator, ACCOUNT_A, REGION_A);
     let in_b = job_in(&emulator, ACCOUNT_B, REGION_B);
-    let (_gateway, mut client) = gateway(&emulator, settings).await;
+    let harness = common::start_against(emulator.clone(), settings, None).await;
+    let mut client = harness.client.clone();
 
     let mut polled = Vec::new();
     for (target, expected_job, account, answered_target) in [
@@ -148,6 +149,21 @@ async fn jobs_of_two_accounts_in_two_regions_and_the_default_each_go_back_where_
             .all(|c| c.caller_account_id == codepipeline_emulator::ACCOUNT_ID),
         "roles are assumed with the gateway's own identity"
     );
+    // Each target is its own series, its rate limit included.
+    let metrics = common::metrics(&harness).await;
+    for target in ["default", "team-a", "team-b"] {
+        for series in [
+            format!(
+                r#"cpgw_aws_attempts_total{{method="PollForJobs",outcome="ok",target="{target}"}} 1"#
+            ),
+            format!(
+                r#"cpgw_aws_attempts_total{{method="PutJobSuccessResult",outcome="ok",target="{target}"}} 1"#
+            ),
+            format!(r#"cpgw_rate_limit_per_second{{method="PollForJobs",target="{target}"}}"#),
+        ] {
+            assert!(metrics.contains(&series), "{series} in\n{metrics}");
+        }
+    }
 }
 
 #[tokio::test]

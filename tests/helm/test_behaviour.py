@@ -951,10 +951,21 @@ TARGET_A = {
 }
 
 
-def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None:
+def check_targets_file(tmp_path, text: str):
+    """`codepipeline-gateway check-config` with `text` as its targets file."""
     import os
     import subprocess
 
+    (tmp_path / "targets.yaml").write_text(text)
+    return subprocess.run(
+        [str(REPO / "target" / "debug" / "codepipeline-gateway"), "check-config"],
+        env={"PATH": os.environ.get("PATH", ""), "CPGW_ALLOW_UNAUTHENTICATED": "true",
+             "CPGW_TARGETS_FILE": str(tmp_path / "targets.yaml")},
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None:
     docs = render({"targets": [TARGET_A, {"name": "team-b", "region": "us-west-2"}]})
     data = config(docs)
     mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
@@ -965,14 +976,7 @@ def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None
     annotations = find(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/targets" in annotations, "a changed target rolls the pods"
     # The file the chart renders is one the gateway starts with.
-    (tmp_path / "targets.yaml").write_text(text)
-    binary = REPO / "target" / "debug" / "codepipeline-gateway"
-    run = subprocess.run(
-        [str(binary), "check-config"],
-        env={"PATH": os.environ.get("PATH", ""), "CPGW_ALLOW_UNAUTHENTICATED": "true",
-             "CPGW_TARGETS_FILE": str(tmp_path / "targets.yaml")},
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    run = check_targets_file(tmp_path, text)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "team-a" in run.stdout
     off = render({})
@@ -995,18 +999,8 @@ def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None
     ids=lambda b: ",".join(f"{k}={v}" for k, v in b.items()),
 )
 def test_targets_the_binary_refuses_the_chart_refuses_too(bad: dict[str, Any], tmp_path) -> None:
-    import os
-    import subprocess
-
     assert render_error({"targets": [bad]})
-    (tmp_path / "targets.yaml").write_text(yaml.safe_dump({"targets": [bad]}))
-    binary = REPO / "target" / "debug" / "codepipeline-gateway"
-    run = subprocess.run(
-        [str(binary), "check-config"],
-        env={"PATH": os.environ.get("PATH", ""), "CPGW_ALLOW_UNAUTHENTICATED": "true",
-             "CPGW_TARGETS_FILE": str(tmp_path / "targets.yaml")},
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    run = check_targets_file(tmp_path, yaml.safe_dump({"targets": [bad]}))
     assert run.returncode != 0, run.stdout
 
 
