@@ -10,7 +10,7 @@ use codepipeline_emulator::{Emulator, EmulatorConfig, JobState, NewJob, Place, R
 use codepipeline_gateway::{
     config::{AccessSettings, Config},
     proto::v1::{
-        AcknowledgeJobRequest, GetJobDetailsRequest, PollForJobsRequest,
+        self as v1, AcknowledgeJobRequest, GetJobDetailsRequest, PollForJobsRequest,
         PutJobSuccessResultRequest, job_worker_service_client::JobWorkerServiceClient,
     },
     server::Gateway,
@@ -515,4 +515,77 @@ async fn no_credential_of_any_target_reaches_the_logs_even_at_trace_level() {
         !logs.contains(EXTERNAL_ID_A),
         "the external id is in the logs:\n{logs}"
     );
+}
+
+#[tokio::test]
+async fn a_subscription_names_its_target_and_its_jobs_say_where_they_came_from() {
+    use tokio_stream::wrappers::ReceiverStream;
+    let (emulator, settings) = two_accounts().await;
+    let home = emulator.create_custom_job().job_id;
+    let in_b = job_in(&emulator, ACCOUNT_B, REGION_B);
+    let (_gateway, mut client) = gateway(&emulator, settings).await;
+    let (credit, requests) = tokio::sync::mpsc::channel(4);
+    credit
+        .send(v1::SubscribeJobsRequest {
+            action_type_id: Some(common::custom_type()),
+            credit: 1,
+            target: "team-b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut jobs = client
+        .subscribe_jobs(ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let pushed = tokio::time::timeout(Duration::from_secs(10), jobs.message())
+        .await
+        .expect("a job within 10 s")
+        .unwrap()
+        .unwrap()
+        .job
+        .unwrap();
+    assert_eq!(
+        (pushed.id.as_str(), pushed.target.as_str()),
+        (in_b.as_str(), "team-b")
+    );
+    assert_eq!(pushed.account_id, ACCOUNT_B);
+    // Acknowledged without the target: this replica remembers it.
+    client
+        .acknowledge_job(AcknowledgeJobRequest {
+            job_id: pushed.id.clone(),
+            nonce: pushed.nonce.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(emulator.job(&in_b).unwrap().state, JobState::InProgress);
+    assert_eq!(
+        emulator.job(&home).unwrap().state,
+        JobState::Queued,
+        "the default account's job was not polled for team-b's subscriber"
+    );
+
+    // A later message may not change the target.
+    credit
+        .send(v1::SubscribeJobsRequest {
+            credit: 1,
+            target: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), jobs.message())
+            .await
+            .expect("the stream ends")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("target"), "{status:?}");
 }
