@@ -26,6 +26,7 @@ use crate::{
     identity::{IdentityWatch, Verdict},
     metrics::Metrics,
     operation::Operation,
+    targets::DEFAULT_TARGET,
 };
 
 /// The SDK's own retries are switched off: the gateway's retry layer is the
@@ -283,6 +284,14 @@ impl Forwarder {
         result.map_err(|mut error| {
             error.attempts = 1;
             error.target = Some(self.target);
+            if error.kind == ErrorKind::NoCredentials && self.target != DEFAULT_TARGET {
+                // The sources that matter are the target's role, not the chain.
+                error.detail = error.detail.replacen(
+                    &format!("the gateway has no usable AWS credentials ({CREDENTIAL_CHAIN})"),
+                    &format!("assuming the role of target {:?} failed", self.target),
+                    1,
+                );
+            }
             error
         })
     }

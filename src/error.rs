@@ -205,10 +205,15 @@ fn message_for(error: &CallError) -> String {
              gateway's log has the details"
                 .to_owned()
         }
-        ErrorKind::NoCredentials => "the gateway has no AWS credentials, so nothing was sent \
-                                     to CodePipeline; the gateway's log names the credential \
-                                     sources it tried"
-            .to_owned(),
+        ErrorKind::NoCredentials => match error.target {
+            Some(target) if target != crate::targets::DEFAULT_TARGET => format!(
+                "the gateway could not assume the role of target {target:?} (another AWS \
+                 account), so nothing was sent to CodePipeline; the gateway's log has STS's answer"
+            ),
+            _ => "the gateway has no AWS credentials, so nothing was sent to CodePipeline; the \
+                  gateway's log names the credential sources it tried"
+                .to_owned(),
+        },
         ErrorKind::Unexpected => format!(
             "CodePipeline answered with an unexpected error ({}); the gateway's log has the \
              details",

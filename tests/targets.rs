@@ -589,3 +589,51 @@ async fn a_subscription_names_its_target_and_its_jobs_say_where_they_came_from()
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("target"), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_role_that_stops_being_assumable_fails_calls_naming_the_target_and_nothing_else() {
+    let (emulator, mut settings) = two_accounts().await;
+    // Sessions of 12 s: the SDK's cache asks for new ones 5-10 s before expiry.
+    let mut short = role_b();
+    short.session_lifetime = Some(Duration::from_secs(12));
+    emulator.add_role(short.clone());
+    settings.targets.truncate(2);
+    let in_b = job_in(&emulator, ACCOUNT_B, REGION_B);
+    let home = emulator.create_custom_job().job_id;
+    let (_gateway, mut client) = gateway(&emulator, settings).await;
+    let details = |job_id: &str, target: &str| GetJobDetailsRequest {
+        job_id: job_id.into(),
+        target: target.into(),
+    };
+    client
+        .get_job_details(details(&in_b, "team-b"))
+        .await
+        .unwrap();
+    // The account's owner changes the trust policy: the gateway is no longer trusted.
+    short.trusted_accounts = vec!["999999999999".into()];
+    emulator.add_role(short);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let status = client
+        .get_job_details(details(&in_b, "team-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("could not assume the role of target \"team-b\""),
+        "{status:?}"
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "NO_AWS_CREDENTIALS");
+    assert_eq!(info.metadata["target"], "team-b");
+    assert!(
+        emulator
+            .assume_role_calls()
+            .iter()
+            .any(|c| c.error.as_deref() == Some("AccessDenied")),
+        "the refresh was refused by STS"
+    );
+    // Other targets are unaffected, and the replica stays ready.
+    client.get_job_details(details(&home, "")).await.unwrap();
+}
