@@ -7,9 +7,11 @@
 //! the same GetJobDetails calls to the gateway's own account: the routed
 //! gateway chooses a target for every call, by name (the worker sends back
 //! `target`) or from its memory of the polls. The AWS hop is the same for
-//! both, so the difference in process CPU per call, in alternating rounds, is
-//! what routing costs. A third figure sends the calls to an assumed-role
-//! target, whose requests carry a session token. Then the choice itself is
+//! both, so the difference in process CPU per call is what routing costs.
+//! The loads take turns, in an order that rotates each round, and the first
+//! runs twice, so that the spread between two runs of the same thing shows
+//! what is noise. Another load sends the calls to an assumed-role target,
+//! whose requests also carry a session token. Then the choice itself is
 //! timed alone: ns per lookup, against the hop's µs.
 
 mod common;
@@ -35,7 +37,7 @@ use codepipeline_gateway::{
 
 const CONNECTIONS: usize = 16;
 const CALLS_PER_CONNECTION: usize = 250;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const LOOKUPS: usize = 1_000_000;
 
 fn settings(targets: Vec<TargetSpec>) -> Config {
@@ -172,24 +174,26 @@ async fn main() {
         .job_id;
 
     let total = CONNECTIONS * CALLS_PER_CONNECTION;
-    let (mut single_cpu, mut named_cpu, mut remembered_cpu, mut role_cpu) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut p50 = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
-        let runs = [
-            load(&single, &home_job, "").await,
-            load(&routed, &home_job, "default").await,
-            load(&routed, &home_job, "").await,
-            load(&routed, &team_b_job, "team-b").await,
-        ];
-        for (i, run) in runs.iter().enumerate() {
+    // Five loads a round, in an order that rotates from round to round so
+    // that none always runs first or last. The fifth is the first again: how
+    // far two runs of the same thing differ says what is noise.
+    let loads: [(&str, &Gateway, &str, &str); 5] = [
+        ("no targets file                          ", &single, &home_job, ""),
+        ("3 targets, call names \"default\"          ", &routed, &home_job, "default"),
+        ("3 targets, job remembered from the poll  ", &routed, &home_job, ""),
+        ("3 targets, assumed-role target team-b    ", &routed, &team_b_job, "team-b"),
+        ("no targets file, again (noise)           ", &single, &home_job, ""),
+    ];
+    let mut cpu = vec![Vec::new(); loads.len()];
+    let mut p50 = vec![Vec::new(); loads.len()];
+    for round in 0..ROUNDS {
+        for step in 0..loads.len() {
+            let i = (round + step) % loads.len();
+            let (_, gateway, job_id, target) = loads[i];
+            let run = load(gateway, job_id, target).await;
+            cpu[i].push(run.cpu);
             p50[i].push(common::percentile(&run.latencies, 0.5));
         }
-        let [a, b, c, d] = runs;
-        single_cpu.push(a.cpu);
-        named_cpu.push(b.cpu);
-        remembered_cpu.push(c.cpu);
-        role_cpu.push(d.cpu);
     }
     let per_call = |cpu: &[Duration]| {
         cpu.iter().sum::<Duration>().as_secs_f64() * 1e6 / (cpu.len() * total) as f64
@@ -198,30 +202,19 @@ async fn main() {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e3
     };
-    let base = per_call(&single_cpu);
+    let base = per_call(&cpu[0]);
     println!(
-        "targets bench: {ROUNDS} alternating rounds of {total} GetJobDetails calls over {CONNECTIONS} connections"
+        "targets bench: {ROUNDS} rounds of {total} GetJobDetails calls over {CONNECTIONS} connections, each load in turn"
     );
-    println!("  CPU per call, whole process (gateway + emulator + clients):");
-    println!("    no targets file                       {base:.1} µs");
-    for (label, cpu) in [
-        ("3 targets, call names \"default\"       ", &named_cpu),
-        ("3 targets, job remembered from the poll", &remembered_cpu),
-        ("3 targets, assumed-role target team-b  ", &role_cpu),
-    ] {
-        let us = per_call(cpu);
+    println!("  CPU per call, whole process (gateway + emulator + clients); latency p50 (median of rounds):");
+    for (i, (label, ..)) in loads.iter().enumerate() {
+        let us = per_call(&cpu[i]);
         println!(
-            "    {label} {us:.1} µs ({:+.1} %)",
-            (us / base - 1.0) * 100.0
+            "    {label} {us:6.1} µs ({:+5.1} %)  p50 {:.2} ms",
+            (us / base - 1.0) * 100.0,
+            median_ms(&mut p50[i])
         );
     }
-    println!(
-        "  latency p50 (median of rounds): {:.2} / {:.2} / {:.2} / {:.2} ms",
-        median_ms(&mut p50[0]),
-        median_ms(&mut p50[1]),
-        median_ms(&mut p50[2]),
-        median_ms(&mut p50[3])
-    );
 
     // The choice alone, on a Targets like the routed gateway's.
     let base_config = aws::config_for_emulator(&emulator, None).await;
