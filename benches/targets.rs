@@ -178,11 +178,36 @@ async fn main() {
     // that none always runs first or last. The fifth is the first again: how
     // far two runs of the same thing differ says what is noise.
     let loads: [(&str, &Gateway, &str, &str); 5] = [
-        ("no targets file                          ", &single, &home_job, ""),
-        ("3 targets, call names \"default\"          ", &routed, &home_job, "default"),
-        ("3 targets, job remembered from the poll  ", &routed, &home_job, ""),
-        ("3 targets, assumed-role target team-b    ", &routed, &team_b_job, "team-b"),
-        ("no targets file, again (noise)           ", &single, &home_job, ""),
+        (
+            "no targets file                          ",
+            &single,
+            &home_job,
+            "",
+        ),
+        (
+            "3 targets, call names \"default\"          ",
+            &routed,
+            &home_job,
+            "default",
+        ),
+        (
+            "3 targets, job remembered from the poll  ",
+            &routed,
+            &home_job,
+            "",
+        ),
+        (
+            "3 targets, assumed-role target team-b    ",
+            &routed,
+            &team_b_job,
+            "team-b",
+        ),
+        (
+            "no targets file, again (noise)           ",
+            &single,
+            &home_job,
+            "",
+        ),
     ];
     let mut cpu = vec![Vec::new(); loads.len()];
     let mut p50 = vec![Vec::new(); loads.len()];
@@ -206,7 +231,9 @@ async fn main() {
     println!(
         "targets bench: {ROUNDS} rounds of {total} GetJobDetails calls over {CONNECTIONS} connections, each load in turn"
     );
-    println!("  CPU per call, whole process (gateway + emulator + clients); latency p50 (median of rounds):");
+    println!(
+        "  CPU per call, whole process (gateway + emulator + clients); latency p50 (median of rounds):"
+    );
     for (i, (label, ..)) in loads.iter().enumerate() {
         let us = per_call(&cpu[i]);
         println!(

@@ -448,6 +448,9 @@ impl JobWorker {
         let method = record.method;
         let job_id = record.job_id.as_deref().unwrap_or("");
         let caller = record.caller.as_ref().map_or("", |c| c.identity.as_str());
+        // The AWS account and region the call went to (empty: refused
+        // first). Not `target`: JSON lines use that for the tracing target.
+        let aws_target = record.target.unwrap_or("");
         match outcome {
             Ok(success) => {
                 tracing::info!(
@@ -455,6 +458,7 @@ impl JobWorker {
                     code = "OK",
                     caller,
                     job_id,
+                    aws_target,
                     attempts = success.attempts,
                     replay = success.replay,
                     latency_ms,
@@ -472,8 +476,8 @@ impl JobWorker {
                 macro_rules! line {
                     ($level:ident $(, $cause:expr)?) => {
                         tracing::$level!(
-                            method, code, caller, job_id, attempts, latency_ms, aws_error_code,
-                            aws_request_id, $(cause = %$cause,)? "call finished"
+                            method, code, caller, job_id, aws_target, attempts, latency_ms,
+                            aws_error_code, aws_request_id, $(cause = %$cause,)? "call finished"
                         )
                     };
                 }
@@ -525,6 +529,7 @@ fn audit<T>(record: &Record, outcome: &Outcome<T>) {
         auth_method = caller.map_or("", |c| c.method.name()),
         operation = record.method,
         job_id = record.job_id.as_deref().unwrap_or(""),
+        aws_target = record.target.unwrap_or(""),
         action_type = %record.action_type.as_ref().map(|t| ShowActionType(t).to_string()).unwrap_or_default(),
         outcome,
         aws_request_id = aws_request_id.unwrap_or(""),

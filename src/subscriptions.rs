@@ -358,6 +358,7 @@ impl<F: Feed> Hub<F> {
             method,
             caller = caller.identity.as_str(),
             action_type,
+            aws_target = target.name,
             credit = subscription.credit,
             "subscribed"
         );

@@ -535,6 +535,7 @@ async fn state_changes_are_audited_with_who_what_and_outcome_and_no_token() {
             "auth_method": "static_token",
             "operation": "PutJobSuccessResult",
             "job_id": job.job_id,
+            "aws_target": "default",
             "action_type": "",
             "outcome": "OK",
             "aws_request_id": aws_request_id,

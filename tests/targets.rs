@@ -494,8 +494,9 @@ async fn no_credential_of_any_target_reaches_the_logs_even_at_trace_level() {
     }
     let logs = logs.join("\n");
     assert!(
-        logs.contains("team-a"),
-        "the targets are logged by name:\n{logs}"
+        logs.lines().any(|line| line.contains("call finished")
+            && line.contains(r#""aws_target":"team-a""#)),
+        "each call's line names its target:\n{logs}"
     );
     let issued: Vec<_> = emulator
         .assume_role_calls()
