@@ -83,7 +83,7 @@ type options struct {
 	maxBatchSize, maxAttempts, percentComplete      int
 	jobID, partnerJobID, clientToken, continuation  string
 	outputVariables                                 keyValues
-	authority, tokenFile                            string
+	authority, tokenFile, pollTarget                string
 	tlsCAFile, tlsCertFile, tlsKeyFile, tlsServer   string
 
 	dialTarget     string           // target, or the static resolver's for ipv4: and ipv6:
@@ -130,6 +130,9 @@ func parseFlags(argv []string) (options, pollSettings) {
 	flags.Var(&o.idleTimeout, "idle-timeout", "stop after this many seconds without a job (default: never)")
 	flags.Float64Var(&o.pollInterval, "poll-interval", 1, "seconds between empty polls")
 	flags.IntVar(&o.maxBatchSize, "max-batch-size", 1, "jobs per poll")
+	flags.StringVar(&o.pollTarget, "poll-target", env("CPGW_POLL_TARGET", ""),
+		"the gateway target (an AWS account and region the operator named) to poll; default: the one "+
+			"the gateway maps the action type to, else its own (env CPGW_POLL_TARGET)")
 	flags.BoolVar(&o.subscribe, "subscribe", env("CPGW_SUBSCRIBE", "") == "true",
 		"have the gateway push jobs (SubscribeJobs) instead of polling; reconnects with backoff "+
 			"when the subscription ends (env CPGW_SUBSCRIBE=true)")
@@ -236,6 +239,7 @@ func parseFlags(argv []string) (options, pollSettings) {
 		once:            o.once,
 		subscribe:       o.subscribe,
 		outputVariables: o.outputVariables,
+		pollTarget:      o.pollTarget,
 	}
 	if o.maxJobs.set {
 		maxJobs, err := strconv.Atoi(o.maxJobs.value)

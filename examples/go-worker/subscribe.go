@@ -29,7 +29,7 @@ func (w *worker) openSubscription(ctx context.Context) (subscription, error) {
 		if err != nil {
 			return subscription{}, err
 		}
-		err = stream.Send(&pb.SubscribeJobsRequest{ActionTypeId: s.actionTypeID, Credit: 1})
+		err = stream.Send(&pb.SubscribeJobsRequest{ActionTypeId: s.actionTypeID, Credit: 1, Target: s.pollTarget})
 		return subscription{
 			addCredit: func() error { return stream.Send(&pb.SubscribeJobsRequest{Credit: 1}) },
 			next: func() (polledJob, error) {
@@ -42,7 +42,7 @@ func (w *worker) openSubscription(ctx context.Context) (subscription, error) {
 	if err != nil {
 		return subscription{}, err
 	}
-	err = stream.Send(&pb.SubscribeThirdPartyJobsRequest{ActionTypeId: s.actionTypeID, Credit: 1})
+	err = stream.Send(&pb.SubscribeThirdPartyJobsRequest{ActionTypeId: s.actionTypeID, Credit: 1, Target: s.pollTarget})
 	return subscription{
 		addCredit: func() error { return stream.Send(&pb.SubscribeThirdPartyJobsRequest{Credit: 1}) },
 		next: func() (polledJob, error) {

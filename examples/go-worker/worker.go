@@ -102,6 +102,8 @@ type pollSettings struct {
 	maxBatchSize    int
 	subscribe       bool
 	outputVariables map[string]string
+	// pollTarget is the gateway target to poll; "" lets the gateway choose.
+	pollTarget string
 }
 
 type counts struct{ succeeded, continued, failed, skipped, errors int }
@@ -192,13 +194,13 @@ func (w *worker) poll(batch int32) ([]polledJob, error) {
 	var send func(ctx context.Context, opts ...grpc.CallOption) (response, error)
 	if !s.partner {
 		name = "PollForJobs"
-		request := &pb.PollForJobsRequest{ActionTypeId: s.actionTypeID, MaxBatchSize: &batch}
+		request := &pb.PollForJobsRequest{ActionTypeId: s.actionTypeID, MaxBatchSize: &batch, Target: s.pollTarget}
 		send = func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 			return w.stub.PollForJobs(ctx, request, opts...)
 		}
 	} else {
 		name = "PollForThirdPartyJobs"
-		request := &pb.PollForThirdPartyJobsRequest{ActionTypeId: s.actionTypeID, MaxBatchSize: &batch}
+		request := &pb.PollForThirdPartyJobsRequest{ActionTypeId: s.actionTypeID, MaxBatchSize: &batch, Target: s.pollTarget}
 		send = func(ctx context.Context, opts ...grpc.CallOption) (response, error) {
 			return w.stub.PollForThirdPartyJobs(ctx, request, opts...)
 		}

@@ -377,7 +377,7 @@ class Worker {
         ended = ended || 'end';
         wakeUp();
       });
-      stream.write({ actionTypeId: s.actionTypeId, credit: 1 });
+      stream.write({ actionTypeId: s.actionTypeId, credit: 1, target: s.pollTarget });
       console.log(`${name}: subscribed`);
       this.wake = wakeUp;
       let outcome = null;
@@ -444,7 +444,11 @@ class Worker {
   async poll(batch) {
     const s = this.settings;
     const name = s.mode === 'custom' ? 'PollForJobs' : 'PollForThirdPartyJobs';
-    const outcome = await this.call(name, name, { actionTypeId: s.actionTypeId, maxBatchSize: batch });
+    const outcome = await this.call(name, name, {
+      actionTypeId: s.actionTypeId,
+      maxBatchSize: batch,
+      target: s.pollTarget,
+    });
     const jobs = outcome.response.jobs || [];
     if (jobs.length) {
       console.log(
@@ -675,6 +679,9 @@ polling worker:
   --idle-timeout      stop after this many seconds without a job (default: never)
   --poll-interval     seconds between empty polls (default 1)
   --max-batch-size    jobs per poll (default 1)
+  --poll-target       the gateway target (an AWS account and region the operator named) to
+                      poll; default: the one the gateway maps the action type to, else its
+                      own (env CPGW_POLL_TARGET)
   --subscribe         have the gateway push jobs (SubscribeJobs) instead of polling; reconnects
                       with backoff when the subscription ends (env CPGW_SUBSCRIBE=true)
 
@@ -725,6 +732,7 @@ function parseCommandLine(argv) {
         'idle-timeout': { type: 'string', default: '' },
         'poll-interval': { type: 'string', default: '1' },
         'max-batch-size': { type: 'string', default: '1' },
+        'poll-target': { type: 'string', default: process.env.CPGW_POLL_TARGET || '' },
         'job-id': { type: 'string', default: process.env.JOB_ID || '' },
         'partner-job-id': { type: 'string', default: process.env.PARTNER_JOB_ID || '' },
         'client-token': { type: 'string', default: process.env.CLIENT_TOKEN || '' },
@@ -817,6 +825,8 @@ function parseCommandLine(argv) {
       maxBatchSize: number('max-batch-size'),
       outputVariables: args.outputVariables,
       subscribe: values.subscribe,
+      // The gateway target to poll; '' lets the gateway choose.
+      pollTarget: values['poll-target'],
     };
     if (args.settings.maxJobs !== null && args.settings.maxJobs < 1) usageError('--max-jobs must be at least 1');
     if (args.settings.maxBatchSize < 1) usageError('--max-batch-size must be at least 1');

@@ -315,6 +315,9 @@ class PollSettings:
     max_batch_size: int
     output_variables: dict[str, str]
     subscribe: bool = False
+    # The gateway target (AWS account and region) to poll; "" lets the
+    # gateway choose (the target mapped to the action type, else its own).
+    poll_target: str = ""
 
 
 class Worker:
@@ -391,7 +394,7 @@ class Worker:
         busy = threading.Event()
         while not self.stopping.is_set() and (s.max_jobs is None or handled < s.max_jobs):
             credit: queue.Queue = queue.Queue()
-            credit.put(message(action_type_id=s.action_type_id, credit=1))
+            credit.put(message(action_type_id=s.action_type_id, credit=1, target=s.poll_target))
             stream = method(iter(credit.get, None))
             opened = time.monotonic()
             ended = threading.Event()
@@ -445,10 +448,14 @@ class Worker:
         s = self.settings
         if s.mode == "custom":
             method, name = self.stub.PollForJobs, "PollForJobs"
-            request = pb.PollForJobsRequest(action_type_id=s.action_type_id, max_batch_size=batch)
+            request = pb.PollForJobsRequest(
+                action_type_id=s.action_type_id, max_batch_size=batch, target=s.poll_target
+            )
         else:
             method, name = self.stub.PollForThirdPartyJobs, "PollForThirdPartyJobs"
-            request = pb.PollForThirdPartyJobsRequest(action_type_id=s.action_type_id, max_batch_size=batch)
+            request = pb.PollForThirdPartyJobsRequest(
+                action_type_id=s.action_type_id, max_batch_size=batch, target=s.poll_target
+            )
         outcome = self._call(name, method, request)
         jobs = list(outcome.response.jobs)
         if jobs:
@@ -668,6 +675,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     worker.add_argument("--max-batch-size", type=int, default=1, help="jobs per poll (default 1)")
     worker.add_argument(
+        "--poll-target",
+        default=env("CPGW_POLL_TARGET", ""),
+        help="the gateway target (an AWS account and region the operator named) to poll; default: "
+        "the one the gateway maps the action type to, else its own (env CPGW_POLL_TARGET)",
+    )
+    worker.add_argument(
         "--subscribe",
         action="store_true",
         default=env("CPGW_SUBSCRIBE", "") == "true",
@@ -788,6 +801,7 @@ def poll_settings(args) -> PollSettings:
         max_batch_size=args.max_batch_size,
         output_variables=output_variables(args),
         subscribe=args.subscribe,
+        poll_target=args.poll_target,
     )
 
 

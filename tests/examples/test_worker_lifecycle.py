@@ -272,15 +272,20 @@ def test_partner_worker_over_two_replicas_sends_the_client_id(
     assert sum(served) == 8 and all(served), served
 
 
-@pytest.mark.parametrize("kind", ["custom", "partner"])
+@pytest.mark.parametrize(
+    ("kind", "chosen"),
+    [("custom", "mapped"), ("partner", "mapped"), ("custom", "named"), ("custom", "subscribed")],
+)
 def test_a_worker_over_two_replicas_sends_back_the_target_its_job_came_from(
-    worker, standalone_emulator, serve_gateway, tmp_path, kind
+    worker, standalone_emulator, serve_gateway, tmp_path, kind, chosen
 ):
-    # The gateway forwards this action type to another AWS account (a target
-    # reached by assuming a role). Each call may reach the replica that did
-    # not answer the poll, and that replica does not know the job: the worker
-    # sends back the target the poll answered with, or its calls would go to
-    # the gateway's own account, where the job does not exist.
+    # The job lives in another AWS account (a target reached by assuming a
+    # role): the gateway maps its action type there ("mapped"), or the worker
+    # polls or subscribes to that target by name (--poll-target, "named",
+    # "subscribed"). Each call may reach
+    # the replica that did not answer the poll, and that replica does not know
+    # the job: the worker sends back the target the poll answered with, or its
+    # calls would go to the gateway's own account, where the job does not exist.
     control = standalone_emulator.control
     role = "arn:aws:iam::222222222222:role/codepipeline-gateway"
     control.add_role(role, external_id="examples-7f3c")
@@ -292,10 +297,10 @@ def test_a_worker_over_two_replicas_sends_back_the_target_its_job_came_from(
         region="us-west-2",
     )
     targets = tmp_path / "targets.json"
-    targets.write_text(json.dumps({"targets": [{
-        "name": "team-b", "region": "us-west-2", "roleArn": role, "externalId": "examples-7f3c",
-        "actionTypes": [{k: type_id[k] for k in ("category", "owner", "provider")}],
-    }]}))  # fmt: skip
+    target = {"name": "team-b", "region": "us-west-2", "roleArn": role, "externalId": "examples-7f3c"}
+    if chosen == "mapped":
+        target["actionTypes"] = [{k: type_id[k] for k in ("category", "owner", "provider")}]
+    targets.write_text(json.dumps({"targets": [target]}))
     tokens = {job["clientId"]: job["clientToken"]} if kind == "partner" else {}
     extra = ("--targets-file", str(targets))
     first = serve_gateway(tokens, host="127.0.0.1", extra=extra)
@@ -306,8 +311,10 @@ def test_a_worker_over_two_replicas_sends_back_the_target_its_job_came_from(
         pytest.skip(f"cannot listen on 127.0.0.2: {error}")
     control.clear_requests()
 
+    named = {"mapped": (), "named": ("--poll-target", "team-b"),
+             "subscribed": ("--poll-target", "team-b", "--subscribe")}[chosen]  # fmt: skip
     run = worker(
-        *poll_args(kind, type_id, "--max-jobs", "2"),
+        *poll_args(kind, type_id, "--max-jobs", "2", *named),
         "--round-robin",
         "--authority", "codepipeline-gateway",
         target=f"ipv4:127.0.0.1:{port},127.0.0.2:{port}",
