@@ -180,6 +180,9 @@ impl JobWorker {
         if let Some(job_id) = &record.job_id {
             span.record("job_id", job_id.as_str());
         }
+        if let Some(target) = record.target {
+            span.record("cpgw.target", target);
+        }
         self.finished(&record, arrived, &outcome);
         if O::VERB.changes_state() {
             audit(&record, &outcome);

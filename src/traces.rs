@@ -124,6 +124,8 @@ pub fn server_span(
         rpc.method = method,
         rpc.grpc.status_code = tracing::field::Empty,
         job_id = tracing::field::Empty,
+        // The gateway target (AWS account and region) the call went to.
+        cpgw.target = tracing::field::Empty,
     );
     if !span.is_disabled() && metadata.contains_key("traceparent") {
         let parent = TraceContextPropagator::new().extract(&Metadata(metadata));

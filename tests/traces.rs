@@ -143,6 +143,7 @@ async fn a_call_and_its_attempts_are_spans_under_the_workers_trace() {
     );
     assert_eq!(text(attribute(server, "rpc.grpc.status_code")), "0");
     assert_eq!(text(attribute(server, "job_id")), job.job_id);
+    assert_eq!(text(attribute(server, "cpgw.target")), "default");
 
     let mut attempts: Vec<&Span> = spans
         .iter()
