@@ -62,6 +62,8 @@ fn spec(name: &str, account: &str) -> TargetSpec {
         session_name: None,
         endpoint_url: None,
         action_types: Vec::new(),
+        rate_limit_rps: None,
+        rate_limit_burst: None,
     }
 }
 

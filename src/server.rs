@@ -145,7 +145,11 @@ impl Gateway {
                 // The stack wants the name for the process's life: leaked
                 // once per configured target.
                 let name: &'static str = Box::leak(spec.name.clone().into_boxed_str());
-                let stack = ForwardingStack::new(target_client, name, &stack_settings, None);
+                let own = StackSettings {
+                    rate_limit: spec.rate_limit(stack_settings.rate_limit),
+                    ..stack_settings.clone()
+                };
+                let stack = ForwardingStack::new(target_client, name, &own, None);
                 (spec, stack)
             })
             .collect();

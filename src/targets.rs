@@ -14,6 +14,7 @@
 //!     endpointUrl: https://...    # optional: a VPC endpoint, say
 //!     actionTypes:                # optional: polls of these that name no target go here
 //!       - {category: Build, owner: Custom, provider: TeamABuild}   # "*" matches any
+//!     rateLimitRps: 5             # optional: this account's --rate-limit-rps (and rateLimitBurst)
 //! ```
 //!
 //! The target `default` is always there: the gateway's own identity and
@@ -33,7 +34,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sdk_codepipeline::types::ActionTypeId;
 use serde::Deserialize;
 
-use crate::{forwarding::ForwardingStack, memory::JobMemory};
+use crate::{forwarding::ForwardingStack, memory::JobMemory, rate_limit::RateLimitSettings};
 
 /// The gateway's own identity and region.
 pub const DEFAULT_TARGET: &str = "default";
@@ -48,7 +49,7 @@ const FIRST_CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(20);
 const REMEMBERED_JOB_TARGETS: usize = 50_000;
 
 /// One target as the file describes it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetSpec {
     pub name: String,
@@ -64,6 +65,27 @@ pub struct TargetSpec {
     pub endpoint_url: Option<String>,
     #[serde(default)]
     pub action_types: Vec<ActionTypeMatch>,
+    /// This account's rate limit, where its CodePipeline quota differs:
+    /// `--rate-limit-rps` / `--rate-limit-burst` otherwise.
+    #[serde(default)]
+    pub rate_limit_rps: Option<f64>,
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl TargetSpec {
+    /// The rate limit of this target's calls: the gateway's, with the
+    /// target's own rate and burst where it sets them.
+    pub fn rate_limit(&self, gateway: RateLimitSettings) -> RateLimitSettings {
+        RateLimitSettings {
+            per_second: self.rate_limit_rps.unwrap_or(gateway.per_second),
+            burst: self
+                .rate_limit_burst
+                .and_then(std::num::NonZeroU32::new)
+                .unwrap_or(gateway.burst),
+            ..gateway
+        }
+    }
 }
 
 /// Shows everything but the external id (check-config prints it).
@@ -77,6 +99,8 @@ impl std::fmt::Debug for TargetSpec {
             .field("session_name", &self.session_name)
             .field("endpoint_url", &self.endpoint_url)
             .field("action_types", &self.action_types)
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("rate_limit_burst", &self.rate_limit_burst)
             .finish()
     }
 }
@@ -191,6 +215,17 @@ fn parse(raw: &[u8]) -> Result<Vec<TargetSpec>, String> {
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
             return Err(format!("{at}: endpointUrl must be an http(s) URL"));
+        }
+        if let Some(rps) = t.rate_limit_rps
+            && !(rps > 0.0 && rps <= crate::config::MAX_RATE_LIMIT_RPS)
+        {
+            return Err(format!(
+                "{at}: rateLimitRps must be greater than 0 and at most {}, got {rps}",
+                crate::config::MAX_RATE_LIMIT_RPS
+            ));
+        }
+        if t.rate_limit_burst == Some(0) {
+            return Err(format!("{at}: rateLimitBurst must be at least 1"));
         }
         for (j, m) in t.action_types.iter().enumerate() {
             let check = |field: &str, value: &str, allowed: &[&str]| {
@@ -465,6 +500,22 @@ targets:
             (
                 "targets: [{name: a, region: eu-west-1, roles: []}]",
                 "unknown field",
+            ),
+            (
+                "targets: [{name: a, region: eu-west-1, rateLimitRps: 0}]",
+                "rateLimitRps",
+            ),
+            (
+                "targets: [{name: a, region: eu-west-1, rateLimitRps: 10000.5}]",
+                "rateLimitRps",
+            ),
+            (
+                "targets: [{name: a, region: eu-west-1, rateLimitBurst: 0}]",
+                "rateLimitBurst",
+            ),
+            (
+                "targets: [{name: a, region: eu-west-1, rateLimitBurst: 4294967296}]",
+                "not a valid",
             ),
             (
                 "targets: [{name: a, region: eu-west-1, actionTypes: [{category: Bild, owner: Custom, provider: x}]}]",

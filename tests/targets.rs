@@ -38,6 +38,8 @@ fn role_b() -> Role {
 
 fn target(name: &str, region: &str, role: &Role) -> TargetSpec {
     TargetSpec {
+        rate_limit_rps: None,
+        rate_limit_burst: None,
         name: name.into(),
         region: region.into(),
         role_arn: Some(role.role_arn.clone()),
@@ -89,7 +91,9 @@ async fn gateway(
 
 #[tokio::test]
 async fn jobs_of_two_accounts_in_two_regions_and_the_default_each_go_back_where_they_came_from() {
-    let (emulator, settings) = two_accounts().await;
+    let (emulator, mut settings) = two_accounts().await;
+    // Team A's account has a quota of its own.
+    settings.targets[0].rate_limit_rps = Some(5.0);
     let home = emulator.create_custom_job().job_id;
     let in_a = job_in(&emulator, ACCOUNT_A, REGION_A);
     let in_b = job_in(&emulator, ACCOUNT_B, REGION_B);
@@ -163,6 +167,12 @@ async fn jobs_of_two_accounts_in_two_regions_and_the_default_each_go_back_where_
         ] {
             assert!(metrics.contains(&series), "{series} in\n{metrics}");
         }
+    }
+    for (target, rate) in [("default", 10000), ("team-a", 5), ("team-b", 10000)] {
+        let gauge = format!(
+            r#"cpgw_rate_limit_per_second{{method="GetJobDetails",target="{target}"}} {rate}"#
+        );
+        assert!(metrics.contains(&gauge), "{gauge} in\n{metrics}");
     }
 }
 

@@ -966,13 +966,14 @@ def check_targets_file(tmp_path, text: str):
 
 
 def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None:
-    docs = render({"targets": [TARGET_A, {"name": "team-b", "region": "us-west-2"}]})
+    team_b = {"name": "team-b", "region": "us-west-2", "rateLimitRps": 10000, "rateLimitBurst": 4294967295}
+    docs = render({"targets": [TARGET_A, team_b]})
     data = config(docs)
     mounts = {m["name"]: m for m in container(docs)["volumeMounts"]}
     assert mounts["targets"]["mountPath"] + "/targets.yaml" == data["CPGW_TARGETS_FILE"]
     assert volumes_by_name(docs)["targets"]["configMap"]["name"] == f"{FULLNAME}-targets"
     text = find(docs, "ConfigMap", f"{FULLNAME}-targets")["data"]["targets.yaml"]
-    assert yaml.safe_load(text) == {"targets": [TARGET_A, {"name": "team-b", "region": "us-west-2"}]}
+    assert yaml.safe_load(text) == {"targets": [TARGET_A, team_b]}
     annotations = find(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/targets" in annotations, "a changed target rolls the pods"
     # The file the chart renders is one the gateway starts with.
@@ -994,6 +995,10 @@ def test_targets_render_into_a_mounted_file_the_binary_accepts(tmp_path) -> None
         {"name": "team-a", "region": "eu-west-1", "externalId": "abc"},
         {"name": "team-a", "region": "eu-west-1", "endpointUrl": "ftp://x"},
         {"name": "team-a", "region": "eu-west-1", "roles": []},
+        {"name": "team-a", "region": "eu-west-1", "rateLimitRps": 0},
+        {"name": "team-a", "region": "eu-west-1", "rateLimitRps": 10000.5},
+        {"name": "team-a", "region": "eu-west-1", "rateLimitBurst": 0},
+        {"name": "team-a", "region": "eu-west-1", "rateLimitBurst": 4294967296},
         {"name": "team-a", "region": "eu-west-1", "actionTypes": [{"category": "Bild", "owner": "Custom", "provider": "x"}]},
     ],
     ids=lambda b: ",".join(f"{k}={v}" for k, v in b.items()),
