@@ -236,6 +236,29 @@ def test_partner_jobs_without_a_client_token(worker, standalone_emulator, serve_
         assert job["clientToken"] not in run.stdout + run.stderr
 
 
+def two_replicas(serve_gateway, tokens: dict[str, str], extra: tuple[str, ...] = ()):
+    """Two gateway replicas on one port, 127.0.0.1 and 127.0.0.2, as behind
+    the chart's headless Service: (first, second, port)."""
+    first = serve_gateway(tokens, host="127.0.0.1", extra=extra)
+    port = first.grpc_target.rsplit(":", 1)[1]
+    try:
+        second = serve_gateway(tokens, host="127.0.0.2", port=int(port), extra=extra)
+    except RuntimeError as error:  # pragma: no cover - depends on the host
+        pytest.skip(f"cannot listen on 127.0.0.2: {error}")
+    return first, second, port
+
+
+def over_both(worker, port: str, *args: str):
+    """Runs `worker` with one round_robin channel over both replicas."""
+    return worker(
+        *args,
+        "--round-robin",
+        # A list of addresses is no valid :authority: name the service instead.
+        "--authority", "codepipeline-gateway",
+        target=f"ipv4:127.0.0.1:{port},127.0.0.2:{port}",
+    )  # fmt: skip
+
+
 def test_partner_worker_over_two_replicas_sends_the_client_id(
     worker, standalone_emulator, serve_gateway
 ):
@@ -246,21 +269,10 @@ def test_partner_worker_over_two_replicas_sends_the_client_id(
     type_id = action_type(worker, "partner")
     job = control.create_job("thirdParty", action_type_id=type_id)
     tokens = {job["clientId"]: job["clientToken"]}
-    first = serve_gateway(tokens, host="127.0.0.1")
-    port = first.grpc_target.rsplit(":", 1)[1]
-    try:
-        second = serve_gateway(tokens, host="127.0.0.2", port=int(port))
-    except RuntimeError as error:  # pragma: no cover - depends on the host
-        pytest.skip(f"cannot listen on 127.0.0.2: {error}")
+    first, second, port = two_replicas(serve_gateway, tokens)
     control.clear_requests()
 
-    run = worker(
-        *poll_args("partner", type_id, "--max-jobs", "2"),
-        "--round-robin",
-        # A list of addresses is no valid :authority: name the service instead.
-        "--authority", "codepipeline-gateway",
-        target=f"ipv4:127.0.0.1:{port},127.0.0.2:{port}",
-    )  # fmt: skip
+    run = over_both(worker, port, *poll_args("partner", type_id, "--max-jobs", "2"))
 
     assert run.returncode == 0, run.output
     resumed = continuation_of(control, job["jobId"])
@@ -282,10 +294,10 @@ def test_a_worker_over_two_replicas_sends_back_the_target_its_job_came_from(
     # The job lives in another AWS account (a target reached by assuming a
     # role): the gateway maps its action type there ("mapped"), or the worker
     # polls or subscribes to that target by name (--poll-target, "named",
-    # "subscribed"). Each call may reach
-    # the replica that did not answer the poll, and that replica does not know
-    # the job: the worker sends back the target the poll answered with, or its
-    # calls would go to the gateway's own account, where the job does not exist.
+    # "subscribed"). Each call may reach the replica that did not answer the
+    # poll, and that replica does not know the job: the worker sends back the
+    # target the poll answered with, or its calls would go to the gateway's
+    # own account, where the job does not exist.
     control = standalone_emulator.control
     role = "arn:aws:iam::222222222222:role/codepipeline-gateway"
     control.add_role(role, external_id="examples-7f3c")
@@ -302,23 +314,12 @@ def test_a_worker_over_two_replicas_sends_back_the_target_its_job_came_from(
         target["actionTypes"] = [{k: type_id[k] for k in ("category", "owner", "provider")}]
     targets.write_text(json.dumps({"targets": [target]}))
     tokens = {job["clientId"]: job["clientToken"]} if kind == "partner" else {}
-    extra = ("--targets-file", str(targets))
-    first = serve_gateway(tokens, host="127.0.0.1", extra=extra)
-    port = first.grpc_target.rsplit(":", 1)[1]
-    try:
-        second = serve_gateway(tokens, host="127.0.0.2", port=int(port), extra=extra)
-    except RuntimeError as error:  # pragma: no cover - depends on the host
-        pytest.skip(f"cannot listen on 127.0.0.2: {error}")
+    first, second, port = two_replicas(serve_gateway, tokens, ("--targets-file", str(targets)))
     control.clear_requests()
 
     named = {"mapped": (), "named": ("--poll-target", "team-b"),
              "subscribed": ("--poll-target", "team-b", "--subscribe")}[chosen]  # fmt: skip
-    run = worker(
-        *poll_args(kind, type_id, "--max-jobs", "2", *named),
-        "--round-robin",
-        "--authority", "codepipeline-gateway",
-        target=f"ipv4:127.0.0.1:{port},127.0.0.2:{port}",
-    )  # fmt: skip
+    run = over_both(worker, port, *poll_args(kind, type_id, "--max-jobs", "2", *named))
 
     assert run.returncode == 0, run.output
     resumed = continuation_of(control, job["jobId"])
