@@ -496,9 +496,21 @@ async fn no_credential_of_any_target_reaches_the_logs_even_at_trace_level() {
         .into_inner()
         .jobs;
     assert_eq!(jobs[0].id, in_a);
+    // Lines are written by a thread of their own: wait for the call's line
+    // (bounded) before stopping the process.
+    let mut logs = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !logs
+        .iter()
+        .any(|line: &String| line.contains("call finished"))
+    {
+        match tokio::time::timeout_at(until, lines.recv()).await {
+            Ok(Some(line)) => logs.push(line),
+            Ok(None) | Err(_) => break,
+        }
+    }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let mut logs = Vec::new();
     while let Ok(line) = lines.try_recv() {
         logs.push(line);
     }
