@@ -253,6 +253,7 @@ async fn main() {
         attempt_timeout: Duration::from_secs(10),
         upstream: Arc::new(tokio::sync::Semaphore::new(64)),
         metrics: Arc::new(Metrics::new()),
+        several_targets: true,
     };
     let client = aws_sdk_codepipeline::Client::new(&base_config);
     let others = names

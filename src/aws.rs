@@ -176,6 +176,8 @@ pub struct Forwarder {
     client: Client,
     /// The target this client reaches, for metrics and errors.
     target: &'static str,
+    /// Whether errors name the target (see `StackSettings::several_targets`).
+    target_in_errors: bool,
     attempt_timeout: Duration,
     upstream: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -188,6 +190,7 @@ impl Forwarder {
     pub fn new(
         client: Client,
         target: &'static str,
+        target_in_errors: bool,
         attempt_timeout: Duration,
         upstream: Arc<Semaphore>,
         metrics: Arc<Metrics>,
@@ -197,6 +200,7 @@ impl Forwarder {
         Forwarder {
             client: with_bounded_pool(&client, max_idle),
             target,
+            target_in_errors,
             attempt_timeout,
             upstream,
             metrics,
@@ -283,13 +287,18 @@ impl Forwarder {
         // This attempt started: the retry layer counts it.
         result.map_err(|mut error| {
             error.attempts = 1;
-            error.target = Some(self.target);
-            if error.kind == ErrorKind::NoCredentials && self.target != DEFAULT_TARGET {
-                // The sources that matter are the target's role, not the chain.
-                error.detail = error.detail.replacen(
-                    &format!("the gateway has no usable AWS credentials ({CREDENTIAL_CHAIN})"),
-                    &format!("assuming the role of target {:?} failed", self.target),
-                    1,
+            error.target = self.target_in_errors.then_some(self.target);
+            if error.kind == ErrorKind::NoCredentials {
+                // Where the credentials were to come from: the default chain,
+                // or the target's role.
+                let source = if self.target == DEFAULT_TARGET {
+                    CREDENTIAL_CHAIN.to_owned()
+                } else {
+                    format!("assuming the role of target {:?}", self.target)
+                };
+                error.detail = format!(
+                    "the gateway has no usable AWS credentials ({source}): {}",
+                    error.detail
                 );
             }
             error
@@ -392,13 +401,10 @@ where
                 error_chain(&error)
             ),
         ),
-        SdkError::DispatchFailure(_) if has_credentials_error(&error) => CallError::new(
-            ErrorKind::NoCredentials,
-            format!(
-                "the gateway has no usable AWS credentials ({CREDENTIAL_CHAIN}): {}",
-                error_chain(&error)
-            ),
-        ),
+        // The forwarder says where the credentials were to come from.
+        SdkError::DispatchFailure(_) if has_credentials_error(&error) => {
+            CallError::new(ErrorKind::NoCredentials, error_chain(&error))
+        }
         // No connection was made (refused, DNS, TLS handshake): the request
         // was never sent, so it cannot have been applied.
         SdkError::DispatchFailure(_) if never_connected(&error) => CallError::new(

@@ -36,6 +36,10 @@ pub struct StackSettings {
     /// replica's connections to AWS.
     pub upstream: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// Whether errors name the target they came from: only where the
+    /// gateway has more than its own account, so that a gateway of one
+    /// account answers as it did before targets.
+    pub several_targets: bool,
 }
 
 impl ForwardingStack {
@@ -52,6 +56,7 @@ impl ForwardingStack {
             attempt_timeout,
             upstream,
             metrics,
+            several_targets,
         } = settings.clone();
         ForwardingStack {
             rate_limit: RateLimitLayer::new(Arc::new(RateLimiter::new(
@@ -60,7 +65,15 @@ impl ForwardingStack {
                 metrics.clone(),
             ))),
             retry: RetryPolicy::new(retry, shared_budget(), metrics.clone()),
-            forwarder: Forwarder::new(client, target, attempt_timeout, upstream, metrics, identity),
+            forwarder: Forwarder::new(
+                client,
+                target,
+                several_targets,
+                attempt_timeout,
+                upstream,
+                metrics,
+                identity,
+            ),
         }
     }
 

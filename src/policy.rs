@@ -25,10 +25,10 @@ use serde::Deserialize;
 
 use crate::{operation::Verb, watched_file::WatchedFile};
 
-const CATEGORIES: &[&str] = &[
+pub(crate) const CATEGORIES: &[&str] = &[
     "Source", "Build", "Deploy", "Test", "Invoke", "Approval", "Compute",
 ];
-const OWNERS: &[&str] = &["AWS", "ThirdParty", "Custom"];
+pub(crate) const OWNERS: &[&str] = &["AWS", "ThirdParty", "Custom"];
 const VERBS: &[Verb] = &[
     Verb::Poll,
     Verb::Acknowledge,
@@ -105,7 +105,9 @@ fn identity_pattern(text: &str) -> Result<IdentityPattern, String> {
     }
 }
 
-fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<Option<String>, String> {
+/// `value` checked as an action type field of a rule: `"*"` (any: `None`),
+/// or one of `allowed` (any non-empty text when `allowed` is empty).
+pub(crate) fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<Option<String>, String> {
     if value == "*" {
         Ok(None)
     } else if allowed.is_empty() || allowed.contains(&value) {

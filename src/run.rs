@@ -91,9 +91,12 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     for target in &settings.targets {
         emulator.serve_region(&target.region);
         if let Some(role_arn) = &target.role_arn {
-            let mut role = codepipeline_emulator::Role::new("000000000000", "placeholder");
-            role.role_arn = role_arn.clone();
-            role.external_id = target.external_id.clone();
+            let role = codepipeline_emulator::Role {
+                role_arn: role_arn.clone(),
+                external_id: target.external_id.clone(),
+                trusted_accounts: Vec::new(),
+                session_lifetime: None,
+            };
             emulator.try_add_role(role).map_err(|e| {
                 format!(
                     "target {:?}: the dev emulator cannot play its role: {e}",

@@ -136,6 +136,7 @@ impl Gateway {
             attempt_timeout: settings.attempt_timeout,
             upstream: Arc::new(tokio::sync::Semaphore::new(settings.upstream_concurrency)),
             metrics: metrics.clone(),
+            several_targets: !settings.targets.is_empty(),
         };
         let default_stack =
             ForwardingStack::new(client, DEFAULT_TARGET, &stack_settings, Some(identity));

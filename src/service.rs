@@ -313,31 +313,12 @@ impl JobWorker {
         requested: &str,
         subject: &Subject<'_>,
     ) -> Result<(Arc<Target>, Chosen), InvalidRequest> {
-        let unknown = || {
-            let mut check = Checker::default();
-            check.violation(
-                "target",
-                if crate::targets::is_target_name(requested) {
-                    "no target of this name is configured on the gateway".to_owned()
-                } else {
-                    "a target name is 1-63 characters of a-z, 0-9 and '-'".to_owned()
-                },
-            );
-            check.finish(|| None::<()>).unwrap_err()
+        let (target, chosen) = match (subject.action_type, subject.job_id) {
+            (Some(action_type), _) => self.targets.for_poll(requested, action_type)?,
+            (None, Some(job_id)) => self.targets.for_job(requested, job_id)?,
+            (None, None) => (self.targets.default_target(), Chosen::Fallback),
         };
-        match (subject.action_type, subject.job_id) {
-            (Some(action_type), _) => self
-                .targets
-                .for_poll(requested, action_type)
-                .map(|t| (t.clone(), Chosen::Named))
-                .map_err(|_| unknown()),
-            (None, Some(job_id)) => self
-                .targets
-                .for_job(requested, job_id)
-                .map(|(t, chosen)| (t.clone(), chosen))
-                .map_err(|_| unknown()),
-            (None, None) => Ok((self.targets.default_target().clone(), Chosen::Fallback)),
-        }
+        Ok((target.clone(), chosen))
     }
 
     /// A job's action type from AWS, for a replica that did not answer the
@@ -432,13 +413,9 @@ impl JobWorker {
             }
         };
         result.map_err(|mut error| {
-            let several = self.targets.several();
-            error.job_may_be_elsewhere =
-                chosen == Chosen::Fallback && several && error.kind == ErrorKind::JobNotFound;
-            // Like the poll answers: a gateway of one account says no target.
-            if !several {
-                error.target = None;
-            }
+            error.job_may_be_elsewhere = chosen == Chosen::Fallback
+                && self.targets.several()
+                && error.kind == ErrorKind::JobNotFound;
             let status = call_error_status(&error, suggested_retry_delay(&error, &self.retry));
             (status, Some(error))
         })

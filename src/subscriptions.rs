@@ -60,7 +60,7 @@ use crate::{
     operations as op,
     proto::v1,
     targets::{Target, Targets},
-    validation::{Checker, FieldViolation, InvalidRequest},
+    validation::{Checker, InvalidRequest},
 };
 
 /// The most credit a subscription may hold at once, and so the most jobs it
@@ -314,25 +314,20 @@ impl<F: Feed> Hub<F> {
             Err(_) => return Err(slow_request_status(wait)),
             Ok(Err(status)) => return Err(status),
             Ok(Ok(None)) => {
-                return Err(invalid_request_status(&one_violation(
+                return Err(invalid_request_status(&InvalidRequest::one(
                     "actionTypeId",
-                    "is required: the stream ended before its first message".into(),
+                    "is required: the stream ended before its first message",
                 )));
             }
             Ok(Ok(Some(first))) => first,
         };
         let subscription = subscription::<F>(F::parts(first))
             .map_err(|invalid| invalid_request_status(&invalid))?;
-        let target = context
+        let (target, _) = context
             .targets
             .for_poll(&subscription.requested_target, &subscription.action_type_id)
-            .map_err(|_| {
-                invalid_request_status(&one_violation(
-                    "target",
-                    "no target of this name is configured on the gateway".into(),
-                ))
-            })?
-            .clone();
+            .map_err(|invalid| invalid_request_status(&invalid))?;
+        let target = target.clone();
         if context.access.has_policy() {
             context
                 .access
@@ -440,16 +435,6 @@ fn more_credit(parts: Parts) -> Result<u32, InvalidRequest> {
     }
     let credit = credit(&mut check, parts.credit);
     check.finish(|| credit)
-}
-
-fn one_violation(field: &str, description: String) -> InvalidRequest {
-    InvalidRequest {
-        violations: vec![FieldViolation {
-            field: field.to_owned(),
-            description,
-        }],
-        output_variables_too_large: false,
-    }
 }
 
 fn credit(check: &mut Checker, credit: i32) -> Option<u32> {
@@ -683,7 +668,7 @@ impl<F: Feed> Topic<F> {
         };
         let total = subscriber.credit + credit;
         if total > MAX_CREDIT {
-            return Err(one_violation(
+            return Err(InvalidRequest::one(
                 "credit",
                 format!(
                     "would raise the subscription's credit to {total}: at most {MAX_CREDIT} jobs \

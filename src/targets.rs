@@ -34,7 +34,10 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sdk_codepipeline::types::ActionTypeId;
 use serde::Deserialize;
 
-use crate::{forwarding::ForwardingStack, memory::JobMemory, rate_limit::RateLimitSettings};
+use crate::{
+    forwarding::ForwardingStack, memory::JobMemory, rate_limit::RateLimitSettings,
+    validation::InvalidRequest,
+};
 
 /// The gateway's own identity and region.
 pub const DEFAULT_TARGET: &str = "default";
@@ -123,24 +126,11 @@ impl ActionTypeMatch {
     }
 }
 
-impl std::fmt::Debug for Targets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.in_order.iter().map(|t| t.name))
-            .finish()
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetsFile {
     targets: Vec<TargetSpec>,
 }
-
-const CATEGORIES: &[&str] = &[
-    "Source", "Build", "Deploy", "Test", "Invoke", "Approval", "Compute",
-];
-const OWNERS: &[&str] = &["AWS", "ThirdParty", "Custom"];
 
 /// Whether `name` can name a target: what a request's `target` field is
 /// checked against before it is looked up.
@@ -227,26 +217,16 @@ fn parse(raw: &[u8]) -> Result<Vec<TargetSpec>, String> {
         if t.rate_limit_burst == Some(0) {
             return Err(format!("{at}: rateLimitBurst must be at least 1"));
         }
+        // The same rules as a policy's action types.
         for (j, m) in t.action_types.iter().enumerate() {
-            let check = |field: &str, value: &str, allowed: &[&str]| {
-                if value == "*"
-                    || (!value.is_empty() && (allowed.is_empty() || allowed.contains(&value)))
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{at}: actionTypes[{j}].{field} {value:?} is not {}\"*\"",
-                        if allowed.is_empty() {
-                            "a provider name or ".to_owned()
-                        } else {
-                            format!("one of {} or ", allowed.join(", "))
-                        }
-                    ))
-                }
+            use crate::policy::{CATEGORIES, OWNERS, one_of};
+            let field = |name: &str, value: &str, allowed: &[&str]| {
+                one_of(&format!("actionTypes[{j}].{name}"), value, allowed)
+                    .map_err(|problem| format!("{at}: {problem}"))
             };
-            check("category", &m.category, CATEGORIES)?;
-            check("owner", &m.owner, OWNERS)?;
-            check("provider", &m.provider, &[])?;
+            field("category", &m.category, CATEGORIES)?;
+            field("owner", &m.owner, OWNERS)?;
+            field("provider", &m.provider, &[])?;
         }
     }
     Ok(file.targets)
@@ -354,6 +334,8 @@ impl std::fmt::Debug for Target {
 pub enum Chosen {
     /// The call named it.
     Named,
+    /// The operator mapped the polled action type to it.
+    Mapped,
     /// This replica remembered it from the job's poll.
     Remembered,
     /// Neither: the default target, for want of anything better.
@@ -367,9 +349,13 @@ pub struct Targets {
     jobs: JobMemory<&'static str>,
 }
 
-/// A `target` field that names no configured target.
-#[derive(Debug, PartialEq, Eq)]
-pub struct UnknownTarget;
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.in_order.iter().map(|t| t.name))
+            .finish()
+    }
+}
 
 impl Targets {
     /// The default target first, then the file's, in its order.
@@ -407,24 +393,38 @@ impl Targets {
         &self.in_order[0]
     }
 
-    fn named(&self, name: &str) -> Result<&Arc<Target>, UnknownTarget> {
-        self.by_name.get(name).ok_or(UnknownTarget)
+    /// The target a request's `target` field names; a name the gateway
+    /// does not have is the caller's mistake, on the field `target`.
+    fn named(&self, name: &str) -> Result<&Arc<Target>, InvalidRequest> {
+        self.by_name.get(name).ok_or_else(|| {
+            InvalidRequest::one(
+                "target",
+                if is_target_name(name) {
+                    "no target of this name is configured on the gateway"
+                } else {
+                    "must be a target name: 1-63 characters of a-z, 0-9 and '-'"
+                },
+            )
+        })
     }
 
-    /// Where a poll of `action_type` goes.
+    /// Where a poll of `action_type` goes, and how that was decided.
     pub fn for_poll(
         &self,
         requested: &str,
         action_type: &ActionTypeId,
-    ) -> Result<&Arc<Target>, UnknownTarget> {
+    ) -> Result<(&Arc<Target>, Chosen), InvalidRequest> {
         if !requested.is_empty() {
-            return self.named(requested);
+            return Ok((self.named(requested)?, Chosen::Named));
         }
-        Ok(self
+        match self
             .in_order
             .iter()
             .find(|t| t.action_types.iter().any(|m| m.matches(action_type)))
-            .unwrap_or(&self.in_order[0]))
+        {
+            Some(target) => Ok((target, Chosen::Mapped)),
+            None => Ok((&self.in_order[0], Chosen::Fallback)),
+        }
     }
 
     /// Where a call about `job_id` goes, and how that was decided.
@@ -432,7 +432,7 @@ impl Targets {
         &self,
         requested: &str,
         job_id: &str,
-    ) -> Result<(&Arc<Target>, Chosen), UnknownTarget> {
+    ) -> Result<(&Arc<Target>, Chosen), InvalidRequest> {
         if !requested.is_empty() {
             return Ok((self.named(requested)?, Chosen::Named));
         }

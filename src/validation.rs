@@ -58,6 +58,19 @@ pub struct InvalidRequest {
     pub output_variables_too_large: bool,
 }
 
+impl InvalidRequest {
+    /// A request with one bad field.
+    pub fn one(field: &str, description: impl Into<String>) -> InvalidRequest {
+        InvalidRequest {
+            violations: vec![FieldViolation {
+                field: field.to_owned(),
+                description: description.into(),
+            }],
+            output_variables_too_large: false,
+        }
+    }
+}
+
 /// Collects violations; each method checks one rule of the model and returns
 /// the checked value in the SDK's types (`None` when it is absent or bad).
 /// [`Checker::finish`] hands the typed request on only if nothing was bad.
