@@ -17,6 +17,7 @@ use codepipeline_gateway::{
     targets::{ActionTypeMatch, TargetSpec},
 };
 use common::{SERVE_ON_LOOPBACK, TempDir, gateway_command, started};
+use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -241,7 +242,84 @@ async fn another_replica_finds_the_job_by_its_target_and_says_so_when_it_was_not
         .map(|v| v.field)
         .collect();
     assert_eq!(fields, ["target"]);
+    // A job-scoped call, a malformed name, and a subscription alike.
+    let status = second
+        .get_job_details(GetJobDetailsRequest {
+            job_id: in_a.clone(),
+            target: "Team_A".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        target_violation(&status).as_deref(),
+        Some("must be a target name: 1-63 characters of a-z, 0-9 and '-'"),
+        "{status:?}"
+    );
+    let status = subscribe_to(&mut second, "team-z").await;
+    assert_eq!(
+        target_violation(&status).as_deref(),
+        Some("no target of this name is configured on the gateway"),
+        "{status:?}"
+    );
     assert!(emulator.requests().is_empty(), "nothing was sent to AWS");
+}
+
+/// The description of a status's one violation, when it is on `target`.
+fn target_violation(status: &tonic::Status) -> Option<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let violations = status.get_details_bad_request()?.field_violations;
+    match &violations[..] {
+        [only] if only.field == "target" => Some(only.description.clone()),
+        _ => None,
+    }
+}
+
+/// What a subscription naming `target` ends with, before or after it starts.
+async fn subscribe_to(client: &mut JobWorkerServiceClient<Channel>, target: &str) -> tonic::Status {
+    let first = v1::SubscribeJobsRequest {
+        action_type_id: Some(common::custom_type()),
+        credit: 1,
+        target: target.into(),
+        ..Default::default()
+    };
+    let requests = tokio_stream::iter([first]).chain(tokio_stream::pending());
+    match client.subscribe_jobs(requests).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut jobs = response.into_inner();
+            match tokio::time::timeout(Duration::from_secs(10), jobs.message()).await {
+                Ok(Err(status)) => status,
+                other => panic!("the subscription to {target:?} was not refused: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_without_targets_takes_only_default() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let job = emulator.create_custom_job().job_id;
+    let (_gateway, mut client) = gateway(&emulator, common::settings()).await;
+    emulator.clear_requests();
+    let status = client.poll_for_jobs(poll_in("team-a")).await.unwrap_err();
+    assert_eq!(
+        target_violation(&status).as_deref(),
+        Some("no target of this name is configured on the gateway")
+    );
+    let status = subscribe_to(&mut client, "team-a").await;
+    assert!(target_violation(&status).is_some(), "{status:?}");
+    assert!(emulator.requests().is_empty(), "nothing was sent to AWS");
+    // Naming the gateway's own account is always fine, and answers as before.
+    let jobs = client
+        .poll_for_jobs(poll_in("default"))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        (jobs[0].id.as_str(), jobs[0].target.as_str()),
+        (job.as_str(), "")
+    );
 }
 
 #[tokio::test]
