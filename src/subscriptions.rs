@@ -607,6 +607,7 @@ impl<F: Feed> HubInner<F> {
             tracing::info!(
                 method = F::METHOD,
                 action_type = topic.key.0.as_str(),
+                aws_target = topic.target.name,
                 jobs = given_up,
                 "polled jobs not delivered: no subscriber had credit for them within 5s. They were \
                  not acknowledged, so CodePipeline will hand them out again"
@@ -965,6 +966,7 @@ async fn poll_for_subscribers<F: Feed>(hub: Arc<HubInner<F>>, topic: Arc<Topic<F
                     tracing::warn!(
                         method = F::METHOD,
                         action_type = topic.key.0.as_str(),
+                        aws_target = topic.target.name,
                         cause = %error,
                         "a subscription's poll was refused: its subscriptions end with the error"
                     );
@@ -974,6 +976,7 @@ async fn poll_for_subscribers<F: Feed>(hub: Arc<HubInner<F>>, topic: Arc<Topic<F
                 tracing::warn!(
                     method = F::METHOD,
                     action_type = topic.key.0.as_str(),
+                    aws_target = topic.target.name,
                     code = crate::metrics::code_name(status.code()),
                     cause = %error,
                     retry_in_ms = error_interval.as_millis() as u64,
