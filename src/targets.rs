@@ -436,6 +436,10 @@ impl Targets {
         if !requested.is_empty() {
             return Ok((self.named(requested)?, Chosen::Named));
         }
+        if !self.several() {
+            // Nothing is remembered with one target: no lock on every call.
+            return Ok((&self.in_order[0], Chosen::Fallback));
+        }
         match self
             .jobs
             .get(job_id)
